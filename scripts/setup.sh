@@ -1,5 +1,57 @@
 #!/bin/sh
-# Installs and builds everything msb needs from a fresh clone; safe to run again (each step skips
-# what is already done). Owned by the lead; parts add their build steps as scripts under their dir.
+# Installs and builds everything msb needs from a fresh clone, showing progress; safe to run again
+# (each step skips what is already done). Output goes to stderr so `./msb run` keeps stdout clean.
 set -eu
-echo "setup: (skeleton, filled in as parts land)"
+exec 3>&1 1>&2
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+step() { printf '==> %s\n' "$*"; }
+
+# Debian packages: what running msb needs, and what building and testing it needs.
+APT_RUN="qemu-system-x86"
+APT_BUILD="linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils cpio busybox-static"
+APT_TEST="erofs-utils iproute2 curl python3 procps"
+missing=""
+for pkg in $APT_RUN $APT_BUILD $APT_TEST; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  step "installing Debian packages:$missing"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
+    echo "setup: need root (or sudo) to install:$missing" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -q --no-install-recommends $missing
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup: a Rust toolchain (cargo) is needed: https://rustup.rs or apt-get install cargo" >&2; exit 1; }
+
+if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  step "installing npm dependencies (bun, citty, zod, @peculiar/x509)"
+  npm ci --no-audit --no-fund
+fi
+bun="$root/node_modules/.bin/bun"
+
+mkdir -p build/guest
+
+step "guest kernel"
+sh guest/kernel/build.sh "$root/build/guest/vmlinux"
+
+step "guest agent (static Rust binary)"
+(cd guest/agent && cargo build --release --quiet)
+cp guest/agent/target/x86_64-unknown-linux-gnu/release/msb-agent build/guest/msb-agent 2>/dev/null ||
+  cp guest/agent/target/release/msb-agent build/guest/msb-agent
+
+step "initramfs (agent + default busybox root)"
+"$bun" guest/initramfs/build.ts --agent build/guest/msb-agent --out build/guest/initramfs.cpio.gz
+
+step "single binary dist/msb"
+"$bun" scripts/build.ts
+
+step "ready: dist/msb"

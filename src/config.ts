@@ -1,0 +1,44 @@
+// The sandbox configuration accepted by the SDK (and, through it, the CLI), validated with zod so
+// a bad option is reported with its key and the problem.
+
+import { z } from "zod";
+import { MsbError } from "./errors";
+
+export const SANDBOX_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+export const sandboxOptionsSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(SANDBOX_NAME, "must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
+      .optional(),
+    /** Image reference; omitted: the embedded default root (busybox). */
+    image: z.string().min(1).optional(),
+    cpus: z.number().int().min(1).max(64).default(1),
+    memoryMiB: z.number().int().min(64).max(1024 * 1024).default(512),
+    env: z.record(z.string().regex(/^[^=\0]+$/, "environment names cannot contain '=' or NUL"), z.string()).default({}),
+    workdir: z.string().startsWith("/", "must be an absolute path inside the sandbox").optional(),
+    backend: z.enum(["qemu", "native"]).optional(),
+    /** Keep running after the creating process exits. */
+    detached: z.boolean().default(false),
+    /** Seconds to wait for the guest agent before giving up on a boot. */
+    bootTimeoutSeconds: z.number().positive().max(3600).default(60),
+    /** Advanced: extra kernel command-line arguments (debugging a guest). */
+    kernelArgs: z.array(z.string()).default([]),
+    /** Advanced: a guest kernel other than the built-in one. */
+    kernel: z.string().optional(),
+  })
+  .strict();
+
+export type SandboxOptions = z.input<typeof sandboxOptionsSchema>;
+export type SandboxConfig = z.output<typeof sandboxOptionsSchema>;
+
+export function parseSandboxOptions(options: SandboxOptions = {}): SandboxConfig {
+  const result = sandboxOptionsSchema.safeParse(options);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const key = issue.path.join(".") || "(options)";
+    return `${key}: ${issue.message}`;
+  });
+  throw new MsbError("invalid_config", `invalid sandbox options: ${problems.join("; ")}`);
+}

@@ -1,0 +1,5 @@
+// The msb SDK: create sandboxes, run commands in them, stop them.
+export { Sandbox, type ExecOptions, type ExecResult, type SpawnOptions } from "./sandbox";
+export { ExecProcess, type ExitStatus } from "./agent/client";
+export { MsbError } from "./errors";
+export type { SandboxOptions } from "./config";

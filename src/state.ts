@@ -1,0 +1,37 @@
+// The on-disk record of a sandbox (sandboxes/<name>/sandbox.json): what its supervisor needs to
+// start it, and what other processes need to find it.
+
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { SandboxConfig } from "./config";
+import { MsbError } from "./errors";
+import { sandboxDir } from "./paths";
+
+export interface SandboxRecord {
+  name: string;
+  config: SandboxConfig;
+  /** Removed entirely when it stops (`msb run` without --name). */
+  ephemeral: boolean;
+  createdAt: string;
+}
+
+const RECORD_FILE = "sandbox.json";
+
+export function writeSandboxRecord(record: SandboxRecord): void {
+  const dir = sandboxDir(record.name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, RECORD_FILE);
+  const temp = `${path}.${process.pid}.tmp`;
+  writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  renameSync(temp, path);
+}
+
+export function readSandboxRecord(name: string): SandboxRecord {
+  const path = join(sandboxDir(name), RECORD_FILE);
+  if (!existsSync(path)) throw new MsbError("not_found", `no sandbox named ${name} (looked for ${path})`);
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as SandboxRecord;
+  } catch (cause) {
+    throw new MsbError("corrupt_state", `the record of sandbox ${name} at ${path} is unreadable: ${(cause as Error).message}`, { cause });
+  }
+}

@@ -1,0 +1,434 @@
+// The supervisor: one process per sandbox (msb re-executed in a hidden mode). It starts the VM,
+// performs the agent handshake, relays clients on agent.sock to the guest agent, and cleans up
+// when the VM ends, whichever way it ends.
+
+import type { Socket, UnixSocketListener } from "bun";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { FrameConnection, frameSocketHandlers } from "./agent/connection";
+import {
+  MessageType,
+  PROTOCOL_VERSION,
+  decodeJson,
+  encodeFrame,
+  encodeJsonFrame,
+  encodeWindow,
+  type Frame,
+} from "./agent/protocol";
+import { guestAssets } from "./assets";
+import type { VmBackend, VmExit, VmHandle } from "./vm/backend";
+import { selectBackend } from "./vm/select";
+import { retainedLogsDir, sandboxDir } from "./paths";
+import { readSandboxRecord, type SandboxRecord } from "./state";
+import { MsbError } from "./errors";
+
+/** How long a guest gets to power off after SHUTDOWN before the VM is killed. */
+const SHUTDOWN_GRACE_MS = 10_000;
+const RETAINED_LOGS = 20;
+
+export const KERNEL_CMDLINE = [
+  "console=ttyS0",
+  "reboot=k",
+  "panic=-1",
+  "quiet",
+  "8250.nr_uarts=1",
+  "rdinit=/init",
+];
+
+/** What the supervisor tells its creator on stdout, as one JSON line. */
+export type ReadyMessage =
+  | { ready: true; notice: string; timings: BootTimings }
+  | { ready: false; code: string; message: string };
+
+export interface BootTimings {
+  /** Supervisor start of the VM to the agent's HELLO. */
+  bootMs: number;
+  /** HELLO to READY (root set up in the guest). */
+  initMs: number;
+  /** The guest's own uptime at READY. */
+  guestUptimeMs: number;
+}
+
+interface ClientState {
+  connection: FrameConnection;
+  /** Client stream id → agent stream id. */
+  streams: Map<number, number>;
+}
+
+interface Route {
+  client: ClientState | undefined;
+  localStream: number;
+}
+
+export class Supervisor {
+  private readonly dir: string;
+  private readonly consoleLog: string;
+  private readonly logFile: string;
+  private vm: VmHandle | undefined;
+  private agent: FrameConnection | undefined;
+  private vmListener: UnixSocketListener<FrameConnection | undefined> | undefined;
+  private clientListener: UnixSocketListener<FrameConnection | undefined> | undefined;
+  private readonly clients = new Set<ClientState>();
+  private readonly routes = new Map<number, Route>();
+  private nextAgentStream = 1;
+  private ready = false;
+  private stopping = false;
+  private handshake!: { resolve: (t: BootTimings) => void; reject: (e: Error) => void };
+  private startedAt = 0;
+  private helloAt = 0;
+
+  constructor(private readonly record: SandboxRecord) {
+    this.dir = sandboxDir(record.name);
+    this.consoleLog = join(this.dir, "console.log");
+    this.logFile = join(this.dir, "supervisor.log");
+  }
+
+  log(message: string): void {
+    try {
+      appendFileSync(this.logFile, `${new Date().toISOString()} ${message}\n`);
+    } catch {
+      // The log is best effort; the sandbox directory may already be gone during cleanup.
+    }
+  }
+
+  /** Boots the VM and completes the handshake; rejects with a user-facing error. */
+  async boot(backend: VmBackend): Promise<BootTimings> {
+    const config = this.record.config;
+    const assets = await guestAssets();
+    const kernel = config.kernel ?? assets.kernel;
+    const vmSocket = join(this.dir, "vm-agent.sock");
+    const handshake = new Promise<BootTimings>((resolve, reject) => (this.handshake = { resolve, reject }));
+
+    this.vmListener = Bun.listen<FrameConnection | undefined>({
+      unix: vmSocket,
+      socket: frameSocketHandlers((socket) => this.acceptAgent(socket)),
+    });
+    this.clientListener = Bun.listen<FrameConnection | undefined>({
+      unix: join(this.dir, "agent.sock"),
+      socket: frameSocketHandlers((socket) => this.acceptClient(socket)),
+    });
+
+    this.log(`starting VM: ${backend.describe()}`);
+    this.startedAt = performance.now();
+    this.vm = await backend.start({
+      kernel,
+      initrd: assets.initrd,
+      cmdline: [...KERNEL_CMDLINE, ...config.kernelArgs].join(" "),
+      cpus: config.cpus,
+      memoryMiB: config.memoryMiB,
+      disks: [],
+      agentSocket: vmSocket,
+      consoleLog: this.consoleLog,
+    });
+    this.log(`VM started (pid ${this.vm.pid ?? "in-process"})`);
+    this.vm.exited.then((exit) => this.onVmExit(exit));
+
+    const timeout = setTimeout(() => {
+      this.handshake.reject(
+        new MsbError(
+          "boot_timeout",
+          `sandbox ${this.record.name}: the guest agent did not start within ${config.bootTimeoutSeconds} s`,
+        ),
+      );
+    }, config.bootTimeoutSeconds * 1000);
+    try {
+      return await handshake;
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  private acceptAgent(socket: Socket<FrameConnection | undefined>): void {
+    if (this.agent && !this.agent.isClosed) {
+      socket.end();
+      return;
+    }
+    this.agent = new FrameConnection(socket, {
+      onFrame: (frame) => this.fromAgent(frame),
+      onClose: (error) => {
+        this.log(`agent channel closed${error ? `: ${error.message}` : ""}`);
+        if (error) this.handshake.reject(new MsbError("agent_protocol", `sandbox ${this.record.name}: ${error.message}`));
+      },
+    });
+  }
+
+  private acceptClient(socket: Socket<FrameConnection | undefined>): void {
+    const client: ClientState = {
+      streams: new Map(),
+      connection: undefined as unknown as FrameConnection,
+    };
+    client.connection = new FrameConnection(socket, {
+      onFrame: (frame) => this.fromClient(client, frame),
+      onClose: () => this.dropClient(client),
+    });
+    if (this.stopping) {
+      client.connection.close();
+      return;
+    }
+    this.clients.add(client);
+  }
+
+  private fromAgent(frame: Frame): void {
+    try {
+      if (frame.stream === 0) return this.agentControl(frame);
+      const route = this.routes.get(frame.stream);
+      if (!route) return;
+      if (frame.type === MessageType.EXIT) {
+        this.routes.delete(frame.stream);
+        route.client?.streams.delete(route.localStream);
+      }
+      if (route.client && !route.client.connection.isClosed) {
+        route.client.connection.send(encodeFrame(route.localStream, frame.type, frame.payload));
+      } else if (frame.type === MessageType.STDOUT || frame.type === MessageType.STDERR) {
+        // Nobody reads this stream any more: return the credit so the agent can drain the pipes
+        // of the process we already killed.
+        this.agent?.send(encodeWindow(frame.stream, frame.payload.length));
+      }
+    } catch (error) {
+      this.log(`bad frame from agent: ${(error as Error).message}`);
+      this.agent?.close(error as Error);
+      this.vm?.kill();
+    }
+  }
+
+  private agentControl(frame: Frame): void {
+    switch (frame.type) {
+      case MessageType.HELLO: {
+        const hello = decodeJson(frame.payload);
+        this.helloAt = performance.now();
+        this.log(`agent hello: ${JSON.stringify(hello)}`);
+        if (hello.protocol !== PROTOCOL_VERSION) {
+          this.agent?.send(
+            encodeJsonFrame(0, MessageType.ERROR, { code: "version", message: `host speaks protocol ${PROTOCOL_VERSION}` }),
+          );
+          this.handshake.reject(
+            new MsbError("agent_version", `sandbox ${this.record.name}: agent speaks protocol ${String(hello.protocol)}, host ${PROTOCOL_VERSION}`),
+          );
+          return;
+        }
+        const config = this.record.config;
+        this.agent?.send(
+          encodeJsonFrame(0, MessageType.INIT, {
+            protocol: PROTOCOL_VERSION,
+            hostname: this.record.name.slice(0, 63),
+            root: { kind: "initramfs", path: "/rootfs" },
+            env: {
+              PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+              HOME: "/root",
+              HOSTNAME: this.record.name,
+              ...config.env,
+            },
+            clockMs: Date.now(),
+          }),
+        );
+        return;
+      }
+      case MessageType.READY: {
+        const body = decodeJson(frame.payload);
+        const readyAt = performance.now();
+        this.ready = true;
+        this.handshake.resolve({
+          bootMs: Math.round(this.helloAt - this.startedAt),
+          initMs: Math.round(readyAt - this.helloAt),
+          guestUptimeMs: typeof body.bootMs === "number" ? body.bootMs : -1,
+        });
+        return;
+      }
+      case MessageType.ERROR: {
+        const body = decodeJson(frame.payload);
+        this.log(`agent error: ${JSON.stringify(body)}`);
+        if (!this.ready) {
+          this.handshake.reject(
+            new MsbError("agent_init", `sandbox ${this.record.name}: the guest agent failed to start: ${String(body.message)}`),
+          );
+        }
+        return;
+      }
+      case MessageType.PONG:
+        return;
+    }
+  }
+
+  private fromClient(client: ClientState, frame: Frame): void {
+    if (frame.stream === 0) {
+      if (frame.type === MessageType.PING) client.connection.send(encodeFrame(0, MessageType.PONG, frame.payload));
+      else if (frame.type === MessageType.SHUTDOWN) void this.shutdown("requested by a client");
+      else client.connection.send(encodeJsonFrame(0, MessageType.ERROR, { code: "request", message: `message type ${frame.type} is not accepted on stream 0` }));
+      return;
+    }
+    if (!this.agent || this.agent.isClosed || this.stopping) {
+      if (frame.type === MessageType.EXEC) {
+        client.connection.send(encodeJsonFrame(frame.stream, MessageType.ERROR, { code: "stopping", message: `sandbox ${this.record.name} is stopping` }));
+      }
+      return;
+    }
+    if (frame.type === MessageType.EXEC) {
+      if (client.streams.has(frame.stream)) {
+        client.connection.send(encodeJsonFrame(frame.stream, MessageType.ERROR, { code: "stream", message: `stream ${frame.stream} is already in use` }));
+        return;
+      }
+      const agentStream = this.allocateAgentStream();
+      client.streams.set(frame.stream, agentStream);
+      this.routes.set(agentStream, { client, localStream: frame.stream });
+      this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
+      return;
+    }
+    const agentStream = client.streams.get(frame.stream);
+    // Frames for a stream that has just exited race with its EXIT; dropping them is correct.
+    if (agentStream === undefined) return;
+    if (frame.type === MessageType.STDIN || frame.type === MessageType.SIGNAL || frame.type === MessageType.WINDOW || frame.type === MessageType.RESIZE) {
+      this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
+    }
+  }
+
+  private allocateAgentStream(): number {
+    while (this.routes.has(this.nextAgentStream)) this.nextAgentStream = (this.nextAgentStream % 0xffff_fffe) + 1;
+    const stream = this.nextAgentStream;
+    this.nextAgentStream = (this.nextAgentStream % 0xffff_fffe) + 1;
+    return stream;
+  }
+
+  private dropClient(client: ClientState): void {
+    this.clients.delete(client);
+    // A client that goes away takes its commands with it.
+    for (const agentStream of client.streams.values()) {
+      const route = this.routes.get(agentStream);
+      if (route) route.client = undefined;
+      this.agent?.send(encodeJsonFrame(agentStream, MessageType.SIGNAL, { signal: 9 }));
+    }
+    client.streams.clear();
+  }
+
+  /** Asks the guest to power off; kills the VM if it does not within the grace period. */
+  async shutdown(why: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log(`shutting down: ${why}`);
+    if (this.agent && !this.agent.isClosed) this.agent.send(encodeFrame(0, MessageType.SHUTDOWN));
+    else this.vm?.kill();
+    const timer = setTimeout(() => {
+      this.log("guest did not power off in time; killing the VM");
+      this.vm?.kill();
+    }, SHUTDOWN_GRACE_MS);
+    await this.vm?.exited;
+    clearTimeout(timer);
+  }
+
+  private onVmExit(exit: VmExit): void {
+    this.log(`VM ended: ${exit.reason}${exit.detail ? ` (${exit.detail})` : ""}`);
+    if (!this.ready) {
+      const detail = exit.detail ? `: ${exit.detail}` : "";
+      this.handshake.reject(
+        new MsbError("boot_failed", `sandbox ${this.record.name}: the VM stopped before the guest agent started${detail}`),
+      );
+    }
+    this.stopping = true;
+    for (const client of this.clients) client.connection.close();
+    this.agent?.close();
+  }
+
+  /** Releases everything the sandbox held on the host. Returns the retained console log, if any. */
+  cleanup(keepConsoleLog: boolean): string | undefined {
+    this.vm?.kill();
+    this.vmListener?.stop(true);
+    this.clientListener?.stop(true);
+    let retained: string | undefined;
+    if (keepConsoleLog && existsSync(this.consoleLog)) {
+      mkdirSync(retainedLogsDir(), { recursive: true });
+      retained = join(retainedLogsDir(), `${this.record.name}-${Date.now()}.console.log`);
+      renameSync(this.consoleLog, retained);
+      pruneRetainedLogs();
+    }
+    if (this.record.ephemeral) rmSync(this.dir, { recursive: true, force: true });
+    else for (const socket of ["agent.sock", "vm-agent.sock", "supervisor.pid"]) rmIfExists(join(this.dir, socket));
+    return retained;
+  }
+
+  /** The last lines of the console log, for error messages. */
+  consoleTail(lines = 15, path = this.consoleLog): string {
+    try {
+      const text = readFileSync(path, "utf8");
+      return text.trimEnd().split("\n").slice(-lines).join("\n");
+    } catch {
+      return "";
+    }
+  }
+
+  killVm(): void {
+    this.vm?.kill();
+  }
+
+  get vmExited(): Promise<VmExit> | undefined {
+    return this.vm?.exited;
+  }
+}
+
+function rmIfExists(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+}
+
+function pruneRetainedLogs(): void {
+  const dir = retainedLogsDir();
+  const logs = readdirSync(dir)
+    .map((name) => ({ path: join(dir, name), mtime: statSync(join(dir, name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  for (const old of logs.slice(RETAINED_LOGS)) rmSync(old.path, { force: true });
+}
+
+function writeReady(message: ReadyMessage): void {
+  try {
+    writeSync(1, `${JSON.stringify(message)}\n`);
+  } catch {
+    // The creator may have gone; nothing to tell.
+  }
+}
+
+/** Entry point of the hidden `__supervise NAME` mode. */
+export async function runSupervisor(name: string): Promise<never> {
+  const record = readSandboxRecord(name);
+  const supervisor = new Supervisor(record);
+  const backend = selectBackend(record.config.backend);
+  let timings: BootTimings;
+  try {
+    timings = await supervisor.boot(backend);
+  } catch (error) {
+    const err = error as MsbError;
+    supervisor.log(`boot failed: ${err.message}`);
+    supervisor.killVm();
+    await supervisor.vmExited;
+    const retained = supervisor.cleanup(true);
+    const tail = retained ? supervisor.consoleTail(15, retained) : "";
+    const pointer = retained ? `\nkernel log: ${retained}${tail ? `\n--- last lines ---\n${tail}` : " (empty)"}` : "";
+    writeReady({ ready: false, code: err.code ?? "boot_failed", message: `${err.message}${pointer}` });
+    process.exit(1);
+  }
+  supervisor.log(`ready: ${JSON.stringify(timings)}`);
+  writeReady({ ready: true, notice: backend.describe(), timings });
+
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.on(signal, () => void supervisor.shutdown(`got ${signal}`));
+  }
+  if (!record.config.detached) watchCreator(() => void supervisor.shutdown("its creator exited"));
+
+  const exit = await supervisor.vmExited!;
+  supervisor.cleanup(false);
+  process.exit(exit.reason === "reset" || exit.reason === "poweroff" ? 0 : 1);
+}
+
+/** An attached sandbox's creator holds our stdin open; EOF means it has exited. */
+function watchCreator(onGone: () => void): void {
+  (async () => {
+    try {
+      for await (const _ of Bun.stdin.stream()) {
+        // The creator never writes; any bytes are ignored.
+      }
+    } catch {
+      // A read error means the same as EOF here.
+    }
+    onGone();
+  })();
+}

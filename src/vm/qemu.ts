@@ -1,0 +1,103 @@
+// The qemu VM backend: runs `qemu-system-x86_64 -M microvm` as a child process, with KVM where the
+// host has it in hardware and TCG software emulation otherwise.
+
+import { existsSync, statSync } from "node:fs";
+import type { VmBackend, VmExit, VmHandle, VmSpec } from "./backend";
+import { probeKvm, type KvmProbe } from "./kvm";
+import { MsbError } from "../errors";
+
+export const QEMU_INSTALL_HINT =
+  "install QEMU: `apt-get install qemu-system-x86` (Debian/Ubuntu), `dnf install qemu-system-x86` (Fedora), " +
+  "or set MSB_QEMU to the path of qemu-system-x86_64";
+
+/** Finds qemu-system-x86_64 (MSB_QEMU, then PATH) or explains how to get it. */
+export function findQemu(): string {
+  const override = process.env.MSB_QEMU;
+  if (override) {
+    if (existsSync(override) && statSync(override).isFile()) return override;
+    throw new MsbError("qemu_missing", `MSB_QEMU points at ${override}, which does not exist; ${QEMU_INSTALL_HINT}`);
+  }
+  const found = Bun.which("qemu-system-x86_64");
+  if (!found) throw new MsbError("qemu_missing", `qemu-system-x86_64 was not found on PATH; ${QEMU_INSTALL_HINT}`);
+  return found;
+}
+
+export class QemuBackend implements VmBackend {
+  readonly name = "qemu" as const;
+  private readonly kvm: KvmProbe;
+
+  constructor(kvm: KvmProbe = probeKvm()) {
+    this.kvm = kvm;
+  }
+
+  get accelerator(): "kvm" | "tcg" {
+    return this.kvm.kind === "hardware" ? "kvm" : "tcg";
+  }
+
+  describe(): string {
+    return this.accelerator === "kvm"
+      ? "qemu backend with KVM acceleration"
+      : `qemu backend with TCG software emulation, because ${this.kvm.reason}`;
+  }
+
+  buildArgs(spec: VmSpec): string[] {
+    const machine = "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off";
+    const args = [
+      "-M", machine,
+      "-accel", this.accelerator === "kvm" ? "kvm" : "tcg,thread=multi",
+      "-cpu", this.accelerator === "kvm" ? "host" : "max",
+      "-smp", String(spec.cpus),
+      "-m", `${spec.memoryMiB}M`,
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-kernel", spec.kernel,
+      "-initrd", spec.initrd,
+      "-append", spec.cmdline,
+      "-chardev", `file,id=console,path=${spec.consoleLog}`,
+      "-serial", "chardev:console",
+      "-device", "virtio-serial-device,max_ports=2",
+      "-chardev", `socket,id=agent,path=${spec.agentSocket}`,
+      "-device", "virtserialport,chardev=agent,name=agent",
+      "-device", "virtio-rng-device",
+    ];
+    spec.disks.forEach((disk, index) => {
+      const drive = [`id=disk${index}`, `file=${disk.path}`, "format=raw", "if=none", "cache=unsafe"];
+      if (disk.readOnly) drive.push("readonly=on");
+      args.push("-drive", drive.join(","));
+      const device = [`virtio-blk-device`, `drive=disk${index}`];
+      if (disk.serial) device.push(`serial=${disk.serial}`);
+      args.push("-device", device.join(","));
+    });
+    if (spec.netSocket) {
+      args.push("-netdev", `stream,id=net0,server=off,addr.type=unix,addr.path=${spec.netSocket}`);
+      args.push("-device", "virtio-net-device,netdev=net0");
+    }
+    return args;
+  }
+
+  async start(spec: VmSpec): Promise<VmHandle> {
+    const qemu = findQemu();
+    for (const [what, path] of [["guest kernel", spec.kernel], ["guest initramfs", spec.initrd]] as const) {
+      if (!existsSync(path)) throw new MsbError("missing_asset", `${what} not found: ${path}`);
+    }
+    const child = Bun.spawn([qemu, ...this.buildArgs(spec)], {
+      stdin: "ignore",
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    const stderr = new Response(child.stderr).text();
+    const exited: Promise<VmExit> = child.exited.then(async (code) => {
+      const message = (await stderr).trim();
+      if (child.signalCode) return { reason: "killed", detail: `qemu killed by ${child.signalCode}` };
+      // With -no-reboot a guest reset (our power-off path, and a panic with panic=-1) exits 0.
+      if (code === 0) return { reason: "reset" };
+      return { reason: "error", detail: message ? `qemu exited with ${code}: ${message}` : `qemu exited with ${code}` };
+    });
+    return {
+      pid: child.pid,
+      exited,
+      kill: () => {
+        if (child.exitCode === null && !child.killed) child.kill("SIGKILL");
+      },
+    };
+  }
+}
