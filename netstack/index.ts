@@ -1,0 +1,27 @@
+// msb's userspace TCP/IP stack: the sandbox's only way out. It terminates the guest's Ethernet
+// frames and re-opens every TCP/UDP flow from the host, after the egress policy allows it.
+//
+// Wiring (the supervisor):
+//
+//   const stack = new NetStack({
+//     guestIPv4: "10.0.2.15/24", gatewayIPv4: "10.0.2.2", dnsIPv4: "10.0.2.3",   // defaults
+//     ipv6: { guest: "fd6d:7362::15/64", gateway: "fd6d:7362::2", dns: "fd6d:7362::3" }, // default ULA
+//     mtu: 65520,                       // must match the MTU the agent configures in the guest
+//     policy: (dest) => boolean,        // egress hook, per new flow; default denies non-public
+//     resolver: async (query) => resp, // DNS hook (raw messages); default: host's resolv.conf
+//     publishedPorts: ["8080:80", "0.0.0.0:5353:53/udp"],
+//   });
+//   await stack.start();                       // binds published ports; rejects if one is taken
+//   const net = stack.listenUnix(spec.netSocket); // qemu -netdev stream connects here
+//   // or: await stack.attachFd(fd)             // native VMM socketpair end
+//   // or: const link = stack.attach({ write, end }); link.receive(chunk); link.drain();
+//   ...
+//   net.close(); stack.close();
+//
+// The guest must be configured (by the agent, from `guestConfig(stack)`) with the same addresses,
+// routes, DNS server and MTU. See README.md for what is and is not supported.
+export { NetStack, NetStackError, DEFAULTS, type NetStackOptions, type NetLink, type Closable } from "./stack";
+export { defaultPolicy, isNonPublic, type EgressPolicy, type Destination } from "./policy/policy";
+export { systemResolver, forwardingResolver, type DnsResolver } from "./dns/resolver";
+export { parsePortSpec, PortSpecError, type PortSpec } from "./ports/ports";
+export { FrameDecoder, FrameEncoder, type ByteSink } from "./phy/framing";

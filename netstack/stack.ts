@@ -1,0 +1,313 @@
+// NetStack: the interface (gateway), TCP/UDP/ICMP handling, DNS, egress policy, host-side proxying
+// and published ports, put together behind one object the supervisor attaches to a frame stream.
+import type { Socket, TCPSocketListener, udp } from "bun";
+import { DnsProxy } from "./dns/proxy";
+import { systemResolver, type DnsResolver } from "./dns/resolver";
+import { DnsTcpUpstream } from "./dns/tcp";
+import { Interface, type InterfaceStats } from "./iface/interface";
+import { FrameDecoder, FrameEncoder, FrameStreamError, type ByteSink } from "./phy/framing";
+import { defaultPolicy, type Destination, type EgressPolicy } from "./policy/policy";
+import { parsePortSpec, type PortSpec } from "./ports/ports";
+import { SocketUpstream, connectHost, socketHandlers } from "./proxy/tcp";
+import type { TcpConnection } from "./tcp/connection";
+import { UdpNat } from "./udp/nat";
+import { bytesEqual, ipToString, parseCidr, parseIpv4, parseIpv6, parseMac } from "./wire/address";
+
+export interface NetStackOptions {
+  gatewayMac?: string;
+  /** The guest NIC's MAC if the backend fixes it; otherwise learned from the guest's first frame. */
+  guestMac?: string;
+  gatewayIPv4?: string;
+  dnsIPv4?: string;
+  /** Guest address with prefix, e.g. "10.0.2.15/24". */
+  guestIPv4?: string;
+  /** IPv6: a ULA /64 with the gateway at ::2 and DNS at ::3 by default; false to turn IPv6 off. */
+  ipv6?: { guest: string; gateway: string; dns: string } | false;
+  /** Guest MTU, 576..65520. Large MTUs let bulk transfers move 64 KiB per frame. */
+  mtu?: number;
+  /** Egress decision per new flow. Default: public allowed, everything non-public denied. */
+  policy?: EgressPolicy;
+  /** DNS resolution on the host. Default: the host's /etc/resolv.conf nameservers. */
+  resolver?: DnsResolver;
+  /** Names answered with the gateway's addresses. */
+  hostAliases?: string[];
+  /** `[IP:]HOST:GUEST[/udp]` strings or parsed specs; bound by `start()`. */
+  publishedPorts?: Array<string | PortSpec>;
+  tcp?: { rcvBuf?: number; sndBuf?: number; timeWaitMs?: number; maxConnections?: number; maxRetries?: number };
+  udp?: { idleMs?: number; maxFlows?: number };
+  /** Bytes of frames queued toward the guest before senders hold back. */
+  linkHighWater?: number;
+  log?: (msg: string) => void;
+}
+
+/** A frame stream attached to the stack. */
+export interface NetLink {
+  /** Bytes read from the stream (u32-BE-length-framed Ethernet frames). */
+  receive(chunk: Uint8Array): void;
+  /** The sink can take more (call from the socket's drain callback). */
+  drain(): void;
+  close(): void;
+}
+
+export interface Closable { close(): void }
+
+export const DEFAULTS = {
+  gatewayMac: "5a:94:ef:e4:0c:dd",
+  gatewayIPv4: "10.0.2.2",
+  dnsIPv4: "10.0.2.3",
+  guestIPv4: "10.0.2.15/24",
+  ipv6: { guest: "fd6d:7362::15/64", gateway: "fd6d:7362::2", dns: "fd6d:7362::3" },
+  mtu: 1500,
+  hostAliases: ["host.msb.internal"],
+} as const;
+
+export class NetStackError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "NetStackError";
+  }
+}
+
+export class NetStack {
+  readonly iface: Interface;
+  readonly dns: DnsProxy;
+  readonly udp: UdpNat;
+  private readonly policy: EgressPolicy;
+  private readonly log: (m: string) => void;
+  private encoder: FrameEncoder | null = null;
+  private decoder: FrameDecoder | null = null;
+  private publishedSpecs: PortSpec[];
+  private listeners: Array<TCPSocketListener<unknown> | udp.Socket<"uint8array">> = [];
+  private readonly gw4: Uint8Array;
+  private readonly dns4: Uint8Array;
+  private readonly gw6: Uint8Array;
+  private readonly dns6: Uint8Array;
+  readonly mtu: number;
+
+  constructor(o: NetStackOptions = {}) {
+    const mtu = o.mtu ?? DEFAULTS.mtu;
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65520) throw new NetStackError(`mtu ${mtu} is outside 576..65520`);
+    this.mtu = mtu;
+    const g4 = parseCidr(o.guestIPv4 ?? DEFAULTS.guestIPv4);
+    const v6 = o.ipv6 === false ? null : (o.ipv6 ?? DEFAULTS.ipv6);
+    const g6 = v6 ? parseCidr(v6.guest) : { addr: new Uint8Array(16), prefix: 128 };
+    this.gw4 = parseIpv4(o.gatewayIPv4 ?? DEFAULTS.gatewayIPv4);
+    this.dns4 = parseIpv4(o.dnsIPv4 ?? DEFAULTS.dnsIPv4);
+    // With IPv6 off these stay all-zero and the guest has no v6 source address we accept.
+    this.gw6 = v6 ? parseIpv6(v6.gateway) : new Uint8Array(16);
+    this.dns6 = v6 ? parseIpv6(v6.dns) : new Uint8Array(16);
+    this.policy = o.policy ?? defaultPolicy;
+    this.log = o.log ?? (() => {});
+    this.publishedSpecs = (o.publishedPorts ?? []).map((p) => (typeof p === "string" ? parsePortSpec(p) : p));
+    this.iface = new Interface({
+      gatewayMac: parseMac(o.gatewayMac ?? DEFAULTS.gatewayMac),
+      guestMac: o.guestMac ? parseMac(o.guestMac) : undefined,
+      gatewayIPv4: this.gw4, dnsIPv4: this.dns4, guestIPv4: g4.addr, guestPrefixV4: g4.prefix,
+      gatewayIPv6: this.gw6, dnsIPv6: this.dns6, guestIPv6: v6 ? g6.addr : new Uint8Array(16).fill(0xff), guestPrefixV6: v6 ? g6.prefix : 128,
+      mtu,
+      tcp: {
+        rcvBuf: o.tcp?.rcvBuf ?? 4 << 20, sndBuf: o.tcp?.sndBuf ?? 4 << 20,
+        timeWaitMs: o.tcp?.timeWaitMs ?? 30_000, maxRetries: o.tcp?.maxRetries ?? 12,
+      },
+      maxTcpConnections: o.tcp?.maxConnections ?? 4096,
+    }, {
+      tcpConnect: (c, d) => this.tcpConnect(c, d),
+      udp: (f, s, sp, d, dp, p) => this.udpFromGuest(f, s, sp, d, dp, p),
+      linkSend: (framed) => this.encoder?.send(framed),
+      linkFull: () => this.encoder?.full ?? true,
+    });
+    const aliases = new Map<string, { a?: Uint8Array; aaaa?: Uint8Array }>();
+    for (const n of o.hostAliases ?? DEFAULTS.hostAliases) aliases.set(n.toLowerCase(), { a: this.gw4, aaaa: v6 ? this.gw6 : undefined });
+    this.dns = new DnsProxy({ resolver: o.resolver ?? systemResolver(), localNames: aliases });
+    this.udp = new UdpNat({
+      idleMs: o.udp?.idleMs ?? 60_000, maxFlows: o.udp?.maxFlows ?? 1024, maxQueued: 32,
+      toGuest: (f, src, sp, g, gp, p) => this.iface.sendUdp(f, src, sp, g, gp, p),
+    });
+    this.linkHighWater = o.linkHighWater ?? 8 << 20;
+  }
+  private readonly linkHighWater: number;
+
+  get stats(): InterfaceStats { return this.iface.stats; }
+
+  /** Binds the published ports. Rejects with the first port that cannot be bound. */
+  async start(): Promise<void> {
+    for (const p of this.publishedSpecs) await this.publish(p);
+  }
+
+  // ---- the frame stream ----
+
+  /**
+   * Attaches a frame stream. `sink.write` must return how many bytes it took (Bun socket
+   * semantics); the caller forwards the stream's data and drain events to the returned link.
+   * One stream at a time: attaching again detaches the previous one.
+   */
+  attach(sink: ByteSink): NetLink {
+    this.encoder?.close();
+    const enc = new FrameEncoder(sink, this.linkHighWater);
+    const dec = new FrameDecoder(this.mtu + 14 + 4);
+    enc.onWritable = () => this.iface.linkWritable();
+    this.encoder = enc;
+    this.decoder = dec;
+    const iface = this.iface;
+    return {
+      receive: (chunk) => {
+        if (this.encoder !== enc) return;
+        try {
+          dec.push(chunk, (f) => iface.receive(f));
+        } catch (e) {
+          if (!(e instanceof FrameStreamError)) throw e;
+          this.log(`netstack: closing the guest's net stream: ${e.message}`);
+          enc.close();
+          sink.end();
+          return;
+        }
+        iface.endOfBatch();
+      },
+      drain: () => enc.drain(),
+      close: () => { enc.close(); if (this.encoder === enc) this.encoder = null; },
+    };
+  }
+
+  /** Attaches a connected Bun socket (or fd, e.g. the native VMM's socketpair end). */
+  private socketOptions(onClose?: () => void) {
+    let link: NetLink | null = null;
+    return {
+      binaryType: "uint8array" as const,
+      open: (s: Socket<unknown>) => { link = this.attach({ write: (d) => s.write(d), end: () => s.end() }); },
+      data: (_s: Socket<unknown>, d: Uint8Array) => link?.receive(d),
+      drain: () => link?.drain(),
+      close: () => { link?.close(); link = null; onClose?.(); },
+      error: (_s: Socket<unknown>, e: Error) => this.log(`netstack: net stream error: ${e.message}`),
+    };
+  }
+
+  /** Uses an already-connected stream socket fd (the native VMM's socketpair). */
+  async attachFd(fd: number): Promise<Closable> {
+    const s = await Bun.connect({ fd, socket: this.socketOptions() });
+    return { close: () => s.end() };
+  }
+
+  /** Listens on a unix socket for the VM backend (qemu `-netdev stream,server=off`) to connect. */
+  listenUnix(path: string): Closable {
+    const l = Bun.listen({ unix: path, socket: this.socketOptions() });
+    return { close: () => l.stop(true) };
+  }
+
+  /** Connects to a unix socket the VM backend listens on (qemu `-netdev stream,server=on`). */
+  async connectUnix(path: string): Promise<Closable> {
+    const s = await Bun.connect({ unix: path, socket: this.socketOptions() });
+    return { close: () => s.end() };
+  }
+
+  // ---- flows from the guest ----
+
+  /** Maps what the guest addressed to what the host connects to; null when it is the gateway's own service. */
+  private hostTarget(family: 4 | 6, ip: Uint8Array, port: number, proto: "tcp" | "udp"): Destination {
+    const viaHostAlias = family === 4 ? bytesEqual(ip, this.gw4) : bytesEqual(ip, this.gw6);
+    const hostIp = viaHostAlias ? (family === 4 ? new Uint8Array([127, 0, 0, 1]) : parseIpv6("::1")) : ip;
+    return { proto, ip: ipToString(hostIp), ipBytes: hostIp, port, viaHostAlias };
+  }
+
+  private isDns(family: 4 | 6, ip: Uint8Array): boolean {
+    return family === 4 ? bytesEqual(ip, this.dns4) : bytesEqual(ip, this.dns6);
+  }
+
+  private tcpConnect(conn: TcpConnection, d: { family: 4 | 6; ip: Uint8Array; port: number }): boolean {
+    if (this.isDns(d.family, d.ip)) {
+      if (d.port !== 53) return false;
+      conn.upstreamOpened(new DnsTcpUpstream(conn, this.dns));
+      return true;
+    }
+    const dest = this.hostTarget(d.family, d.ip, d.port, "tcp");
+    if (!this.policy(dest)) { this.log(`netstack: denied tcp to ${dest.ip}:${dest.port}`); return false; }
+    connectHost(conn, dest.ip, dest.port);
+    return true;
+  }
+
+  private udpFromGuest(family: 4 | 6, src: Uint8Array, srcPort: number, dst: Uint8Array, dstPort: number, payload: Uint8Array): boolean {
+    if (this.isDns(family, dst)) {
+      if (dstPort !== 53) return false;
+      const query = payload.slice();
+      const guest = src.slice();
+      const dnsIp = dst.slice();
+      this.dns.answer(query, "udp").then((r) => { if (r) this.iface.sendUdp(family, dnsIp, 53, guest, srcPort, r); });
+      return true;
+    }
+    const pub = this.udpPublishedReply(family, dst, dstPort, payload);
+    if (pub) return true;
+    const dest = this.hostTarget(family, dst, dstPort, "udp");
+    if (!this.policy(dest)) { this.log(`netstack: denied udp to ${dest.ip}:${dest.port}`); return false; }
+    this.udp.send(family, src, srcPort, dst, dest.ip, dest.port, payload);
+    return true;
+  }
+
+  // ---- published ports ----
+
+  private udpPublished = new Map<number, { sock: udp.Socket<"uint8array">; host: string; port: number; last: number }>();
+  private udpPublishedPort = 30000;
+
+  private udpPublishedReply(family: 4 | 6, dst: Uint8Array, dstPort: number, payload: Uint8Array): boolean {
+    if (!(family === 4 ? bytesEqual(dst, this.gw4) : bytesEqual(dst, this.gw6))) return false;
+    const m = this.udpPublished.get(dstPort);
+    if (!m) return false;
+    m.last = Date.now();
+    m.sock.send(payload, m.port, m.host);
+    return true;
+  }
+
+  /** Binds one published port; each host connection becomes a connection from the gateway to guest:port. */
+  async publish(spec: PortSpec): Promise<Closable> {
+    const family: 4 | 6 = 4; // guests are reached over IPv4 whatever the host side uses
+    try {
+      if (spec.proto === "tcp") {
+        const l = Bun.listen<TcpConnection | null>({
+          hostname: spec.hostIp, port: spec.hostPort, allowHalfOpen: true, data: null,
+          socket: {
+            ...socketHandlers,
+            open: (s) => {
+              const conn = this.iface.connectToGuest(family, spec.guestPort);
+              if (!conn) return s.terminate();
+              s.data = conn;
+              s.setNoDelay(true);
+              conn.openActive(new SocketUpstream(s as Socket<unknown>));
+            },
+          },
+        });
+        this.listeners.push(l as TCPSocketListener<unknown>);
+        return { close: () => l.stop(true) };
+      }
+      // UDP: each host peer gets its own gateway-side port so the guest's replies find their way back.
+      const peers = new Map<string, number>();
+      const sock = await Bun.udpSocket({
+        binaryType: "uint8array", hostname: spec.hostIp, port: spec.hostPort,
+        socket: {
+          data: (s, buf, port, addr) => {
+            const k = `${addr}|${port}`;
+            let gp = peers.get(k);
+            if (gp === undefined) {
+              if (peers.size >= 256) return;
+              gp = this.udpPublishedPort++;
+              peers.set(k, gp);
+              this.udpPublished.set(gp, { sock: s, host: addr, port, last: Date.now() });
+            }
+            this.iface.sendUdp(family, this.gw4, gp, this.iface.cfg.guestIPv4, spec.guestPort, buf);
+          },
+        },
+      });
+      this.listeners.push(sock);
+      return { close: () => sock.close() };
+    } catch (e) {
+      throw new NetStackError(`cannot publish ${spec.hostIp}:${spec.hostPort} → guest ${spec.guestPort}/${spec.proto}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Closes every flow, listener and the stream. */
+  close(): void {
+    this.iface.close();
+    this.udp.close();
+    for (const l of this.listeners) ("stop" in l ? l.stop(true) : l.close());
+    this.listeners = [];
+    this.encoder?.close();
+    this.encoder = null;
+  }
+}

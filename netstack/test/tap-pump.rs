@@ -1,0 +1,59 @@
+// Test harness helper: opens a TAP device and carries its frames over a unix stream socket as
+// u32-BE-length + frame, exactly like qemu's `-netdev stream` does for a VM's NIC. One thread per
+// direction so the kernel side runs at native speed while the stack handles the other end.
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+extern "C" {
+    fn ioctl(fd: i32, req: u64, ...) -> i32;
+}
+
+const TUNSETIFF: u64 = 0x400454ca;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: tap-pump <ifname> <unix-socket>");
+        std::process::exit(2);
+    }
+    let tap = OpenOptions::new().read(true).write(true).open("/dev/net/tun").expect("open /dev/net/tun");
+    let mut ifr = [0u8; 40];
+    let name = args[1].as_bytes();
+    ifr[..name.len()].copy_from_slice(name);
+    ifr[16..18].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
+    if unsafe { ioctl(tap.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
+        eprintln!("TUNSETIFF {}: {}", args[1], std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let sock = UnixStream::connect(&args[2]).expect("connect unix socket");
+    // Tell the parent the device exists (it moves it into the namespace next).
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let mut tap_r = tap.try_clone().unwrap();
+    let mut tap_w = tap;
+    let mut sock_w = sock.try_clone().unwrap();
+    let mut sock_r = std::io::BufReader::with_capacity(1 << 20, sock);
+    let t = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4 + 65536 + 64];
+        loop {
+            let n = match tap_r.read(&mut buf[4..]) { Ok(0) => return, Ok(n) => n, Err(e) => { if e.raw_os_error() == Some(4) { continue; } return; } };
+            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+            if sock_w.write_all(&buf[..4 + n]).is_err() { return; }
+        }
+    });
+    let mut frame = vec![0u8; 65536 + 64];
+    loop {
+        let mut len = [0u8; 4];
+        if sock_r.read_exact(&mut len).is_err() { break; }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > frame.len() { eprintln!("frame too long: {}", n); break; }
+        if sock_r.read_exact(&mut frame[..n]).is_err() { break; }
+        // A full TAP queue drops the frame like a real NIC would; TCP recovers.
+        let _ = tap_w.write(&frame[..n]);
+    }
+    drop(t);
+}

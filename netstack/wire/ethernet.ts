@@ -1,0 +1,44 @@
+// Ethernet II frames: a length-checked view and the validated header repr.
+import { truncated } from "./error";
+import type { Mac } from "./address";
+
+export const ETH_DST = 0;
+export const ETH_SRC = 6;
+export const ETH_TYPE = 12;
+export const ETH_HEADER_LEN = 14;
+
+export const EtherType = { IPv4: 0x0800, ARP: 0x0806, IPv6: 0x86dd } as const;
+
+/** A view over an Ethernet frame; `newChecked` guarantees the header is present. */
+export class EthernetFrame {
+  private constructor(readonly buf: Uint8Array) {}
+  static checkLen(buf: Uint8Array): void {
+    if (buf.length < ETH_HEADER_LEN) throw truncated("Ethernet frame", ETH_HEADER_LEN, buf.length);
+  }
+  static newChecked(buf: Uint8Array): EthernetFrame {
+    EthernetFrame.checkLen(buf);
+    return new EthernetFrame(buf);
+  }
+  get dst(): Mac { return this.buf.subarray(ETH_DST, ETH_DST + 6); }
+  get src(): Mac { return this.buf.subarray(ETH_SRC, ETH_SRC + 6); }
+  get etherType(): number { return (this.buf[ETH_TYPE]! << 8) | this.buf[ETH_TYPE + 1]!; }
+  get payload(): Uint8Array { return this.buf.subarray(ETH_HEADER_LEN); }
+}
+
+export interface EthernetRepr { src: Mac; dst: Mac; etherType: number }
+
+export const EthernetRepr = {
+  parse(f: EthernetFrame): EthernetRepr {
+    return { src: f.src, dst: f.dst, etherType: f.etherType };
+  },
+  bufferLen: ETH_HEADER_LEN,
+  emit(r: EthernetRepr, buf: Uint8Array): void {
+    buf.set(r.dst, ETH_DST);
+    buf.set(r.src, ETH_SRC);
+    buf[ETH_TYPE] = r.etherType >> 8;
+    buf[ETH_TYPE + 1] = r.etherType & 0xff;
+  },
+};
+
+/** True for group (multicast or broadcast) destination addresses. */
+export const isMulticastMac = (m: Mac) => (m[0]! & 1) === 1;
