@@ -1,0 +1,249 @@
+// Test harness with real parts: Debian's docker-registry (distribution) on a loopback port, a
+// token service for its `auth: token` mode (ES256 JWTs, x5c chain, as distribution verifies
+// them), OCI layout directories written here, and skopeo to push them. Never reaches past
+// loopback.
+
+import * as x509 from "@peculiar/x509";
+import { mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { sha256Hex } from "./registry.ts";
+import { writeTar, type TarWriteEntry } from "./tarwriter.ts";
+
+export type RegistryAuth = "none" | "htpasswd" | "token";
+
+export interface TestRegistry {
+  /** host:port to use in references. */
+  host: string;
+  dir: string;
+  user: string;
+  password: string;
+  /** Requests the token service has seen (for asserting the bearer flow ran). */
+  tokenRequests: { scope: string[]; account?: string }[];
+  stop(): Promise<void>;
+}
+
+export function have(cmd: string): boolean {
+  return Bun.which(cmd) !== null;
+}
+
+async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
+function b64url(data: Uint8Array | string): string {
+  return Buffer.from(typeof data === "string" ? new TextEncoder().encode(data) : data).toString("base64url");
+}
+
+/** A token service issuing registry JWTs: anyone may pull, only the test user may push. */
+async function startTokenService(dir: string, service: string, issuer: string, user: string, password: string, seen: TestRegistry["tokenRequests"]) {
+  x509.cryptoProvider.set(crypto);
+  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const keys = (await crypto.subtle.generateKey(alg, true, ["sign", "verify"])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=msb test token issuer",
+    notBefore: new Date(Date.now() - 3600_000),
+    notAfter: new Date(Date.now() + 24 * 3600_000),
+    signingAlgorithm: alg,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign, true),
+    ],
+  });
+  const bundle = join(dir, "token-root.pem");
+  writeFileSync(bundle, cert.toString("pem") + "\n");
+  const der = Buffer.from(cert.rawData).toString("base64");
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      if (url.pathname !== "/token") return new Response("not found", { status: 404 });
+      let account: string | undefined;
+      const auth = req.headers.get("authorization");
+      if (auth) {
+        const [u, p] = Buffer.from(auth.replace(/^Basic /, ""), "base64").toString().split(":");
+        if (u !== user || p !== password) return new Response("bad credentials", { status: 401 });
+        account = u;
+      }
+      const scopes = url.searchParams.getAll("scope").flatMap((s) => s.split(" ")).filter(Boolean);
+      seen.push({ scope: scopes, account });
+      const access = scopes.map((s) => {
+        const [type, name, actions] = s.split(":");
+        const wanted = (actions ?? "").split(",");
+        const granted = wanted.filter((a) => a === "pull" ? !name!.startsWith("private/") || !!account : !!account);
+        return { type, name, actions: granted };
+      });
+      const now = Math.floor(Date.now() / 1000);
+      const header = { typ: "JWT", alg: "ES256", x5c: [der] };
+      const claims = { iss: issuer, sub: account ?? "", aud: service, exp: now + 300, nbf: now - 10, iat: now, jti: crypto.randomUUID(), access };
+      const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+      const sig = new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, keys.privateKey, new TextEncoder().encode(input)));
+      const token = `${input}.${b64url(sig)}`;
+      return Response.json({ token, access_token: token, expires_in: 300 });
+    },
+  });
+  return { server, bundle, realm: `http://127.0.0.1:${server.port}/token` };
+}
+
+/** Starts docker-registry on 127.0.0.1 with the given auth; stop() kills it and removes its data. */
+export async function startRegistry(auth: RegistryAuth = "none"): Promise<TestRegistry> {
+  const dir = mkdtempSync(join(tmpdir(), "msb-registry-"));
+  const port = await freePort();
+  const user = "msbtest";
+  const password = "s3cret-" + Math.random().toString(36).slice(2);
+  const tokenRequests: TestRegistry["tokenRequests"] = [];
+  let authYaml = "";
+  let tokenServer: { stop(force?: boolean): void } | undefined;
+  if (auth === "htpasswd") {
+    writeFileSync(join(dir, "htpasswd"), `${user}:${Bun.password.hashSync(password, { algorithm: "bcrypt", cost: 4 })}\n`);
+    authYaml = `auth:\n  htpasswd:\n    realm: msb-test\n    path: ${join(dir, "htpasswd")}\n`;
+  } else if (auth === "token") {
+    const t = await startTokenService(dir, "msb-test-registry", "msb-test-issuer", user, password, tokenRequests);
+    tokenServer = t.server;
+    authYaml = `auth:\n  token:\n    realm: ${t.realm}\n    service: msb-test-registry\n    issuer: msb-test-issuer\n    rootcertbundle: ${t.bundle}\n`;
+  }
+  const config = `version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${join(dir, "data")}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:${port}
+${authYaml}`;
+  writeFileSync(join(dir, "config.yml"), config);
+  const proc: Subprocess = Bun.spawn(["docker-registry", "serve", join(dir, "config.yml")], {
+    stdout: Bun.file(join(dir, "registry.log")),
+    stderr: Bun.file(join(dir, "registry.err")),
+  });
+  const host = `127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      const r = await fetch(`http://${host}/v2/`);
+      await r.body?.cancel();
+      if (r.status === 200 || r.status === 401) break;
+    } catch {}
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      const err = existsSync(join(dir, "registry.err")) ? readFileSync(join(dir, "registry.err"), "utf8") : "";
+      proc.kill();
+      throw new Error(`docker-registry did not start: ${err.slice(-2000)}`);
+    }
+    await Bun.sleep(50);
+  }
+  return {
+    host, dir, user, password, tokenRequests,
+    async stop() {
+      proc.kill();
+      await proc.exited;
+      tokenServer?.stop(true);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Compression = "gzip" | "zstd" | "none";
+
+export interface LayoutLayer {
+  entries: TarWriteEntry[] | Uint8Array;
+  compression: Compression;
+}
+
+export interface WrittenLayout {
+  dir: string;
+  manifestDigest: string;
+  configDigest: string;
+  diffIds: string[];
+  layerDigests: string[];
+  tars: Uint8Array[];
+}
+
+const LAYER_TYPES: Record<Compression, string> = {
+  gzip: "application/vnd.oci.image.layer.v1.tar+gzip",
+  zstd: "application/vnd.oci.image.layer.v1.tar+zstd",
+  none: "application/vnd.oci.image.layer.v1.tar",
+};
+
+function putBlob(dir: string, data: Uint8Array): string {
+  const hex = sha256Hex(data);
+  mkdirSync(join(dir, "blobs", "sha256"), { recursive: true });
+  writeFileSync(join(dir, "blobs", "sha256", hex), data);
+  return `sha256:${hex}`;
+}
+
+/** Writes an OCI image layout directory holding one linux/amd64 image tagged `tag`. */
+export function writeOciLayout(dir: string, layers: LayoutLayer[], runtime: Record<string, unknown> = {}, tag = "latest"): WrittenLayout {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  const diffIds: string[] = [];
+  const layerDescs: any[] = [];
+  const tars: Uint8Array[] = [];
+  for (const l of layers) {
+    const tar = l.entries instanceof Uint8Array ? l.entries : writeTar(l.entries);
+    tars.push(tar);
+    diffIds.push(`sha256:${sha256Hex(tar)}`);
+    const blob = l.compression === "gzip" ? Bun.gzipSync(tar) : l.compression === "zstd" ? Bun.zstdCompressSync(tar) : tar;
+    layerDescs.push({ mediaType: LAYER_TYPES[l.compression], digest: putBlob(dir, blob), size: blob.byteLength });
+  }
+  const config = new TextEncoder().encode(JSON.stringify({
+    architecture: "amd64",
+    os: "linux",
+    config: runtime,
+    rootfs: { type: "layers", diff_ids: diffIds },
+  }));
+  const configDigest = putBlob(dir, config);
+  const manifest = new TextEncoder().encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: configDigest, size: config.byteLength },
+    layers: layerDescs,
+  }));
+  const manifestDigest = putBlob(dir, manifest);
+  writeFileSync(join(dir, "index.json"), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{
+      mediaType: "application/vnd.oci.image.manifest.v1+json", digest: manifestDigest, size: manifest.byteLength,
+      platform: { architecture: "amd64", os: "linux" },
+      annotations: { "org.opencontainers.image.ref.name": tag },
+    }],
+  }));
+  return { dir, manifestDigest, configDigest, diffIds, layerDigests: layerDescs.map((d) => d.digest), tars };
+}
+
+/** skopeo copy of an OCI layout into the registry (plain HTTP, loopback). */
+export function skopeoPush(layoutDir: string, tag: string, reg: TestRegistry, repo: string, { creds = true, format }: { creds?: boolean; format?: "oci" | "v2s2" } = {}): void {
+  const args = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"];
+  if (creds) args.push("--dest-creds", `${reg.user}:${reg.password}`);
+  if (format) args.push("--format", format);
+  args.push(`oci:${layoutDir}:${tag}`, `docker://${reg.host}/${repo}:${tag}`);
+  const p = Bun.spawnSync(args, { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: reg.dir } });
+  if (p.exitCode !== 0) throw new Error(`skopeo push failed: ${p.stderr.toString()}`);
+}
+
+/** A layer with the host's busybox-static and the usual applet links. */
+export function busyboxEntries(): TarWriteEntry[] {
+  const bin = readFileSync(Bun.which("busybox") ?? "/bin/busybox");
+  const entries: TarWriteEntry[] = [
+    { path: "bin/", type: "dir" },
+    { path: "bin/busybox", data: new Uint8Array(bin), mode: 0o755 },
+    { path: "etc/", type: "dir" },
+    { path: "etc/passwd", data: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n" },
+    { path: "etc/group", data: "root:x:0:\nnogroup:x:65534:\n" },
+    { path: "tmp/", type: "dir", mode: 0o1777 },
+    { path: "root/", type: "dir", mode: 0o700 },
+  ];
+  for (const app of ["sh", "ls", "cat", "echo", "mkdir", "rm", "mount", "uname", "sleep", "env", "id", "true", "false"])
+    entries.push({ path: `bin/${app}`, type: "symlink", linkname: "busybox" });
+  return entries;
+}

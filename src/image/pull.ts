@@ -1,0 +1,335 @@
+// Pulls an image from a registry into the store: resolve the reference to a linux/amd64
+// manifest, fetch and check the config, then stream every layer (several at once) through
+// digest check → decompression → diff_id check → EROFS writer, into a staging directory that is
+// published by rename only when every layer is good.
+
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { findCredentials, type Credentials } from "./auth.ts";
+import { ImageError, withContext } from "./errors.ts";
+import { tarToErofs } from "./layer.ts";
+import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
+import {
+  LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
+  type Descriptor, type RegistryOptions,
+} from "./registry.ts";
+import { ImageStore, LAYER_FORMAT, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
+import { DEFAULT_TAR_LIMITS, type TarLimits } from "./tar.ts";
+
+export type PullPolicy = "always" | "if-missing" | "never";
+export const PULL_POLICIES: readonly PullPolicy[] = ["always", "if-missing", "never"];
+
+export type PullEvent =
+  | { kind: "resolved"; image: string; id: string; layers: number; totalBytes: number }
+  | { kind: "layer"; image: string; index: number; digest: string; status: "cached" | "downloading" | "done"; downloaded: number; total: number }
+  | { kind: "retry"; image: string; index: number; digest: string; attempt: number; error: string }
+  | { kind: "done"; image: string; id: string; reused: boolean };
+
+export interface PullOptions {
+  store?: ImageStore;
+  policy?: PullPolicy;
+  /** Plain HTTP (see RegistryOptions.insecure). */
+  insecure?: boolean;
+  /** Overrides the saved credentials. */
+  credentials?: Credentials;
+  /** Layers downloaded at once. */
+  concurrency?: number;
+  onProgress?: (e: PullEvent) => void;
+  /** Retries/timeouts of the registry client. */
+  registry?: Pick<RegistryOptions, "attempts" | "backoffMs" | "timeoutMs">;
+  limits?: TarLimits;
+  /** Largest compressed layer accepted. */
+  maxLayerBytes?: number;
+}
+
+const MAX_CONFIG_BYTES = 8 << 20;
+export const DEFAULT_MAX_LAYER_BYTES = 32 * 2 ** 30;
+const GZIP = [0x1f, 0x8b];
+const ZSTD = [0x28, 0xb5, 0x2f, 0xfd];
+
+/**
+ * Makes an image available locally according to the pull policy and returns its record.
+ *
+ *   const rec = await pullImage("python:3.12-slim", { onProgress: (e) => console.log(e) });
+ */
+export async function pullImage(input: string, opts: PullOptions = {}): Promise<ImageRecord> {
+  const store = opts.store ?? new ImageStore();
+  const policy = opts.policy ?? "always";
+  const ref = parseReference(input);
+  const name = formatReference(ref);
+  const local = store.resolve(input);
+  if (policy === "never") {
+    if (!local) throw new ImageError("NOT_IN_STORE", `image ${name} is not in the local store and the pull policy is never; run msb pull ${input}`);
+    return store.record(local);
+  }
+  if (local && (policy === "if-missing" || ref.digest)) {
+    opts.onProgress?.({ kind: "done", image: name, id: local, reused: true });
+    return store.record(local);
+  }
+
+  const client = new RegistryClient(ref.registry, ref.repository, {
+    insecure: opts.insecure,
+    credentials: opts.credentials ?? findCredentials(ref.registry),
+    ...opts.registry,
+  });
+  try {
+    return await pullFrom(client, ref, name, store, opts);
+  } catch (err) {
+    throw withContext(err, `pulling ${name}`);
+  }
+}
+
+/** Pull-policy aware lookup of what the guest needs to boot an image. */
+export async function ensureImage(input: string, opts: PullOptions = {}): Promise<GuestRoot> {
+  const store = opts.store ?? new ImageStore();
+  const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing" });
+  return store.guestRoot(rec.id);
+}
+
+async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, store: ImageStore, opts: PullOptions): Promise<ImageRecord> {
+  let m = await client.manifest(ref.digest ?? ref.tag!);
+  if (m.mediaType === MediaType.OciIndex || m.mediaType === MediaType.DockerList || (!m.mediaType && Array.isArray(m.json.manifests))) {
+    const desc = selectPlatform(m.json, name);
+    if (!isDigest(desc.digest)) throw new ImageError("MANIFEST_INVALID", `${name}: index entry has an invalid digest`);
+    m = await client.manifest(desc.digest);
+  }
+  if (m.mediaType !== MediaType.OciManifest && m.mediaType !== MediaType.DockerManifest && !(m.json.config && m.json.layers))
+    throw new ImageError("UNSUPPORTED_MEDIA_TYPE", `${name}: manifest media type ${JSON.stringify(m.mediaType)} is not an image manifest`);
+  const manifest = m.json;
+  const id = m.digest;
+  const refs = [ref.digest ? { ...ref, tag: undefined } : ref];
+
+  if (existsSync(join(store.recordsDir, `${id.slice(7)}.json`))) {
+    const rec = store.record(id);
+    if (rec.layers.every((l) => store.hasLayer(l.diffId))) {
+      store.publish(rec, new Map(), refs);
+      opts.onProgress?.({ kind: "done", image: name, id, reused: true });
+      return rec;
+    }
+  }
+
+  const layers = validateManifest(manifest, name, opts.maxLayerBytes ?? DEFAULT_MAX_LAYER_BYTES);
+  const configDesc: Descriptor = manifest.config;
+  const cres = await client.blob(configDesc.digest, "config");
+  const configBytes = await readBounded(cres, MAX_CONFIG_BYTES, () => `${name}: image config larger than ${MAX_CONFIG_BYTES} bytes`);
+  if (`sha256:${sha256Hex(configBytes)}` !== configDesc.digest)
+    throw new ImageError("DIGEST_MISMATCH", `${name}: image config does not match its digest ${configDesc.digest}`);
+  const config = parseConfig(configBytes, name);
+  const diffIds: string[] = config.rootfs.diff_ids;
+  if (diffIds.length !== layers.length)
+    throw new ImageError("MANIFEST_INVALID", `${name}: manifest lists ${layers.length} layers but the config lists ${diffIds.length} diff_ids`);
+  if (config.architecture && config.architecture !== "amd64")
+    throw new ImageError("NO_MATCHING_PLATFORM", `${name}: image is for ${config.os ?? "?"}/${config.architecture}, msb runs linux/amd64`);
+
+  opts.onProgress?.({ kind: "resolved", image: name, id, layers: layers.length, totalBytes: layers.reduce((s, l) => s + l.size, 0) });
+  const staging = store.openStaging(id.slice(7), name);
+  const staged = new Map<string, string>();
+  const records: LayerRecord[] = new Array(layers.length);
+
+  const jobs = layers.map((desc, index) => async () => {
+    const diffId = diffIds[index]!;
+    const where = `layer ${index + 1}/${layers.length} (${desc.digest})`;
+    const out = join(staging, `${diffId.slice(7)}.erofs`);
+    const meta = join(staging, `${diffId.slice(7)}.json`);
+    const published = store.hasLayer(diffId);
+    if (published || (existsSync(out) && existsSync(meta))) {
+      const rec = published ? await layerRecordFromStore(store, diffId, desc) : (JSON.parse(readFileSync(meta, "utf8")) as LayerRecord);
+      if (rec.format === LAYER_FORMAT) {
+        records[index] = rec;
+        if (!published) staged.set(diffId, out);
+        opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "cached", downloaded: desc.size, total: desc.size });
+        return;
+      }
+    }
+    const attempts = Math.max(1, opts.registry?.attempts ?? 4);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        records[index] = await fetchLayer(client, desc, diffId, out, where, opts, (downloaded) =>
+          opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "downloading", downloaded, total: desc.size }));
+        break;
+      } catch (err) {
+        rmSync(out, { force: true });
+        const code = (err as ImageError).code;
+        const transient = code === "NETWORK" || code === "TIMEOUT" || code === "REGISTRY_ERROR" || code === "RATE_LIMITED" || code === "TRUNCATED";
+        if (!transient || attempt >= attempts) throw withContext(err, where);
+        opts.onProgress?.({ kind: "retry", image: name, index, digest: desc.digest, attempt, error: (err as Error).message });
+        await Bun.sleep((opts.registry?.backoffMs ?? 500) * 2 ** (attempt - 1));
+      }
+    }
+    writeFileSync(meta + ".tmp", JSON.stringify(records[index]));
+    renameSync(meta + ".tmp", meta);
+    staged.set(diffId, out);
+    opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "done", downloaded: desc.size, total: desc.size });
+  });
+  await runPool(jobs, opts.concurrency ?? 3);
+
+  const record: ImageRecord = {
+    id,
+    configDigest: configDesc.digest,
+    config,
+    layers: records,
+    source: name,
+    createdAt: new Date().toISOString(),
+  };
+  store.publish(record, staged, refs);
+  rmSync(staging, { recursive: true, force: true });
+  opts.onProgress?.({ kind: "done", image: name, id, reused: false });
+  return record;
+}
+
+async function layerRecordFromStore(store: ImageStore, diffId: string, desc: Descriptor): Promise<LayerRecord> {
+  // Another image already published this layer; its record there has the EROFS digest.
+  for (const s of store.list()) {
+    const l = store.record(s.id).layers.find((x) => x.diffId === diffId);
+    if (l) return { ...l, digest: desc.digest, mediaType: desc.mediaType, size: desc.size };
+  }
+  const p = store.layerPath(diffId);
+  const h = new Bun.CryptoHasher("sha256");
+  for await (const c of Bun.file(p).stream()) h.update(c);
+  return { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, diffId, erofsSize: statSync(p).size, erofsSha256: h.digest("hex"), tarBytes: 0, format: LAYER_FORMAT };
+}
+
+function validateManifest(manifest: any, name: string, maxLayerBytes: number): Descriptor[] {
+  const bad = (why: string) => new ImageError("MANIFEST_INVALID", `${name}: invalid manifest: ${why}`);
+  if (!manifest.config || !isDigest(manifest.config.digest)) throw bad("config descriptor missing or without a sha256 digest");
+  if (!Array.isArray(manifest.layers) || manifest.layers.length === 0) throw bad("no layers");
+  if (manifest.layers.length > 1000) throw bad(`${manifest.layers.length} layers is absurd`);
+  return manifest.layers.map((l: any, i: number) => {
+    if (!l || !isDigest(l.digest)) throw bad(`layer ${i + 1} has no sha256 digest`);
+    if (!Number.isSafeInteger(l.size) || l.size < 0) throw bad(`layer ${i + 1} has an invalid size`);
+    if (l.size > maxLayerBytes) throw new ImageError("TAR_LIMIT", `${name}: layer ${i + 1} (${l.digest}) claims ${l.size} bytes, over the ${maxLayerBytes}-byte limit`);
+    if (!LAYER_MEDIA_TYPES.has(l.mediaType)) throw new ImageError("UNSUPPORTED_MEDIA_TYPE", `${name}: layer ${i + 1} (${l.digest}) has media type ${JSON.stringify(l.mediaType)}, which msb cannot unpack`);
+    return l as Descriptor;
+  });
+}
+
+export function parseConfig(bytes: Uint8Array, name: string): any {
+  let config: any;
+  try {
+    config = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new ImageError("MANIFEST_INVALID", `${name}: image config is not JSON`);
+  }
+  const ids = config?.rootfs?.diff_ids;
+  if (!Array.isArray(ids) || !ids.every(isDigest))
+    throw new ImageError("MANIFEST_INVALID", `${name}: image config has no valid rootfs.diff_ids`);
+  if (config.os && config.os !== "linux") throw new ImageError("NO_MATCHING_PLATFORM", `${name}: image is for ${config.os}, msb runs Linux images`);
+  return config;
+}
+
+/** Streams one layer blob into an EROFS file, checking size, digest and diff_id on the way. */
+async function fetchLayer(
+  client: RegistryClient, desc: Descriptor, diffId: string, out: string, where: string, opts: PullOptions,
+  progress: (n: number) => void,
+): Promise<LayerRecord> {
+  const res = await client.blob(desc.digest, where);
+  return convertBlob(res.body!, desc, diffId, out, opts.limits, progress);
+}
+
+/**
+ * Blob stream → EROFS file. Throws (and removes `out`) if the blob is not exactly `desc.size`
+ * bytes with digest `desc.digest`, or its uncompressed tar does not hash to `diffId`.
+ */
+export async function convertBlob(
+  body: ReadableStream<Uint8Array>, desc: Pick<Descriptor, "digest" | "size" | "mediaType">, diffId: string | undefined, out: string,
+  limits: TarLimits = DEFAULT_TAR_LIMITS, progress?: (n: number) => void,
+): Promise<LayerRecord> {
+  const blobHash = new Bun.CryptoHasher("sha256");
+  const tarHash = new Bun.CryptoHasher("sha256");
+  let received = 0;
+  let lastReport = 0;
+  const counted = networkErrors(body).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctl) {
+      received += chunk.byteLength;
+      if (desc.size >= 0 && received > desc.size)
+        throw new ImageError("SIZE_MISMATCH", `blob is larger than the ${desc.size} bytes its descriptor declares`);
+      blobHash.update(chunk);
+      if (progress && received - lastReport > 256 << 10) { lastReport = received; progress(received); }
+      ctl.enqueue(chunk);
+    },
+    flush() {
+      if (desc.size >= 0 && received < desc.size)
+        throw new ImageError("TRUNCATED", `blob ended after ${received} of ${desc.size} bytes`);
+      const got = `sha256:${blobHash.digest("hex")}`;
+      if (got !== desc.digest) throw new ImageError("DIGEST_MISMATCH", `blob digest is ${got}, expected ${desc.digest}`);
+    },
+  }));
+  // Pick the decompressor from the first bytes (media types are sometimes wrong).
+  const [sniff, rest] = counted.tee();
+  const reader = sniff.getReader();
+  const first = await reader.read();
+  reader.cancel().catch(() => {});
+  const magic = first.done ? new Uint8Array(0) : first.value;
+  const isGzip = GZIP.every((b, i) => magic[i] === b);
+  const isZstd = ZSTD.every((b, i) => magic[i] === b);
+  let tar: ReadableStream<Uint8Array> = rest;
+  if (isGzip) tar = rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
+  else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as CompressionFormat) as unknown as TransformStream<Uint8Array, Uint8Array>);
+  const hashed = tar.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctl) { tarHash.update(chunk); ctl.enqueue(chunk); },
+  }));
+  let stats;
+  try {
+    stats = await tarToErofs(hashed, out, { limits });
+  } catch (err) {
+    rmSync(out, { force: true });
+    if (err instanceof ImageError) throw err;
+    const msg = (err as Error).message ?? String(err);
+    throw new ImageError("TAR_INVALID", `cannot unpack layer (${isGzip ? "gzip" : isZstd ? "zstd" : "uncompressed"}): ${msg}`, { cause: err });
+  }
+  const gotDiff = `sha256:${tarHash.digest("hex")}`;
+  if (diffId && gotDiff !== diffId) {
+    rmSync(out, { force: true });
+    throw new ImageError("DIGEST_MISMATCH", `uncompressed layer digest is ${gotDiff}, the image config says ${diffId}`);
+  }
+  const erofsHash = new Bun.CryptoHasher("sha256");
+  for await (const c of Bun.file(out).stream()) erofsHash.update(c);
+  progress?.(received);
+  return {
+    digest: desc.digest,
+    mediaType: desc.mediaType,
+    size: desc.size,
+    diffId: gotDiff,
+    erofsSize: stats.bytes,
+    erofsSha256: erofsHash.digest("hex"),
+    tarBytes: stats.tarBytes,
+    format: LAYER_FORMAT,
+  };
+}
+
+/** Turns a failing body read (connection reset mid-download) into a NETWORK error. */
+function networkErrors(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      let r;
+      try {
+        r = await reader.read();
+      } catch (err) {
+        throw err instanceof ImageError ? err : new ImageError("NETWORK", `download interrupted: ${(err as Error).message ?? err}`, { cause: err });
+      }
+      if (r.done) ctl.close();
+      else ctl.enqueue(r.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+async function runPool(jobs: (() => Promise<void>)[], concurrency: number): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (next < jobs.length && failed === undefined) {
+      const job = jobs[next++]!;
+      try {
+        await job();
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, jobs.length)) }, worker));
+  if (failed !== undefined) throw failed;
+}

@@ -1,0 +1,384 @@
+// The image cache under ${MSB_HOME}/images: layers as read-only EROFS files named by their
+// uncompressed digest (diff_id), one record per image named by its manifest digest, and tags as
+// one small file each. Everything is published by rename, so a reader sees an image completely
+// or not at all, and a failed pull leaves the published cache as it was.
+//
+//   images/layers/<hex>.erofs       EROFS of the layer whose diff_id is sha256:<hex> (mode 0444)
+//   images/records/<hex>.json       ImageRecord for manifest digest sha256:<hex>
+//   images/refs/<encoded ref>       the manifest digest a reference points at
+//   images/tmp/                     work in progress (pull staging dirs, kept for resuming)
+
+import {
+  chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import { msbHome } from "./auth.ts";
+import { ImageError } from "./errors.ts";
+import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
+
+/** Bumped when the EROFS writer's output changes meaning; older layers are then rebuilt. */
+export const LAYER_FORMAT = 1;
+
+export interface LayerRecord {
+  /** Digest of the blob as distributed (compressed), when known. */
+  digest?: string;
+  mediaType?: string;
+  /** Compressed size, when known. */
+  size?: number;
+  /** sha256 of the uncompressed tar. */
+  diffId: string;
+  /** Bytes of the EROFS image and its sha256, to check that the cache was never changed. */
+  erofsSize: number;
+  erofsSha256: string;
+  tarBytes: number;
+  format: number;
+}
+
+/** The parts of the OCI image config a sandbox honours. */
+export interface RuntimeConfig {
+  entrypoint?: string[];
+  cmd?: string[];
+  env?: string[];
+  workingDir?: string;
+  user?: string;
+}
+
+export interface ImageRecord {
+  /** Manifest digest (for imports without a manifest, the digest of one we wrote). */
+  id: string;
+  configDigest: string;
+  /** The raw image config JSON. */
+  config: any;
+  layers: LayerRecord[];
+  /** Canonical references that pointed here when it was stored. */
+  source: string;
+  createdAt: string;
+}
+
+/** What the VM side needs to build the guest's root: layer disks bottom→top, and the config. */
+export interface GuestRoot {
+  id: string;
+  /** Absolute paths of EROFS images, lowest layer first. Attach read-only. */
+  layers: string[];
+  config: RuntimeConfig;
+}
+
+export interface ImageSummary {
+  id: string;
+  references: string[];
+  layers: number;
+  /** Bytes of EROFS on disk for this image (shared layers counted in each image). */
+  size: number;
+  createdAt: string;
+}
+
+const hexOf = (digest: string) => {
+  if (!isDigest(digest)) throw new ImageError("BAD_REFERENCE", `not a sha256 digest: ${JSON.stringify(digest)}`);
+  return digest.slice(7);
+};
+
+export class ImageStore {
+  readonly root: string;
+  readonly layersDir: string;
+  readonly recordsDir: string;
+  readonly refsDir: string;
+  readonly tmpDir: string;
+
+  constructor(home = msbHome()) {
+    this.root = join(home, "images");
+    this.layersDir = join(this.root, "layers");
+    this.recordsDir = join(this.root, "records");
+    this.refsDir = join(this.root, "refs");
+    this.tmpDir = join(this.root, "tmp");
+    for (const d of [this.layersDir, this.recordsDir, this.refsDir, this.tmpDir]) mkdirSync(d, { recursive: true });
+  }
+
+  layerPath(diffId: string): string {
+    return join(this.layersDir, `${hexOf(diffId)}.erofs`);
+  }
+
+  hasLayer(diffId: string): boolean {
+    return existsSync(this.layerPath(diffId));
+  }
+
+  /** A fresh private work directory under tmp/ (owned by this process until it exits). */
+  makeTemp(prefix: string): string {
+    const d = join(this.tmpDir, `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, "pid"), String(process.pid));
+    return d;
+  }
+
+  /**
+   * The staging directory for one image (by a stable key such as the manifest digest). It
+   * survives a failed or interrupted pull, so the next pull of the same image reuses the layers
+   * finished there. Refused while another live process owns it.
+   */
+  openStaging(key: string, what: string): string {
+    const d = join(this.tmpDir, `staging-${key}`);
+    mkdirSync(d, { recursive: true });
+    return this.withLock(() => {
+      let holder = 0;
+      try { holder = Number(readFileSync(join(d, "pid"), "utf8")); } catch {}
+      if (holder && holder !== process.pid && processAlive(holder))
+        throw new ImageError("LOCKED", `${what} is being pulled by another msb process (pid ${holder}); wait for it to finish`);
+      writeFileSync(join(d, "pid"), String(process.pid));
+      return d;
+    });
+  }
+
+  /**
+   * Publishes a finished image: layer files (moved from staging, unless already present), then
+   * the record, then the references. Each step is a rename, in an order such that whatever a
+   * reader finds published is complete.
+   */
+  publish(record: ImageRecord, staged: Map<string, string>, refs: ImageRef[]): void {
+    this.withLock(() => {
+      for (const layer of record.layers) {
+        const dst = this.layerPath(layer.diffId);
+        if (existsSync(dst)) continue;
+        const src = staged.get(layer.diffId);
+        if (!src) throw new ImageError("NOT_IN_STORE", `layer ${layer.diffId} is neither staged nor in the store`);
+        chmodSync(src, 0o444);
+        renameSync(src, dst);
+      }
+      const path = join(this.recordsDir, `${hexOf(record.id)}.json`);
+      if (!existsSync(path)) atomicWrite(path, JSON.stringify(record, null, 1));
+      for (const ref of refs) this.setRef(ref, record.id);
+    });
+  }
+
+  private refPath(ref: ImageRef): string {
+    return join(this.refsDir, encodeURIComponent(formatReference(ref)));
+  }
+
+  setRef(ref: ImageRef, id: string): void {
+    atomicWrite(this.refPath(ref), id + "\n");
+  }
+
+  /** The image id for a reference (tag, digest reference, or an id/prefix of one). */
+  resolve(input: string): string | undefined {
+    const byId = this.findById(input);
+    if (byId) return byId;
+    let ref: ImageRef;
+    try {
+      ref = parseReference(input);
+    } catch {
+      return undefined;
+    }
+    const p = this.refPath(ref);
+    if (existsSync(p)) {
+      const id = readFileSync(p, "utf8").trim();
+      if (existsSync(join(this.recordsDir, `${hexOf(id)}.json`))) return id;
+    }
+    if (ref.digest && existsSync(join(this.recordsDir, `${hexOf(ref.digest)}.json`))) return ref.digest;
+    return undefined;
+  }
+
+  private findById(input: string): string | undefined {
+    const hex = input.replace(/^sha256:/, "");
+    if (!/^[a-f0-9]{12,64}$/.test(hex)) return undefined;
+    const matches = readdirSync(this.recordsDir).filter((f) => f.endsWith(".json") && f.startsWith(hex));
+    return matches.length === 1 ? `sha256:${matches[0]!.slice(0, -5)}` : undefined;
+  }
+
+  record(id: string): ImageRecord {
+    const p = join(this.recordsDir, `${hexOf(id)}.json`);
+    if (!existsSync(p)) throw new ImageError("NOT_IN_STORE", `image ${id} is not in the local store`);
+    return JSON.parse(readFileSync(p, "utf8"));
+  }
+
+  /** Record for a reference or id, with an error that says how to get it. */
+  get(input: string): ImageRecord {
+    const id = this.resolve(input);
+    if (!id) throw new ImageError("NOT_IN_STORE", `image ${input} is not in the local store; run msb pull ${input}`);
+    return this.record(id);
+  }
+
+  references(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const f of readdirSync(this.refsDir)) {
+      if (/\.\d+\.[a-z0-9]+\.tmp$/.test(f)) continue;
+      const id = readFileSync(join(this.refsDir, f), "utf8").trim();
+      const list = out.get(id) ?? [];
+      list.push(decodeURIComponent(f));
+      out.set(id, list);
+    }
+    return out;
+  }
+
+  list(): ImageSummary[] {
+    const refs = this.references();
+    const out: ImageSummary[] = [];
+    for (const f of readdirSync(this.recordsDir)) {
+      if (!f.endsWith(".json")) continue;
+      const rec: ImageRecord = JSON.parse(readFileSync(join(this.recordsDir, f), "utf8"));
+      out.push({
+        id: rec.id,
+        references: (refs.get(rec.id) ?? []).sort(),
+        layers: rec.layers.length,
+        size: rec.layers.reduce((s, l) => s + l.erofsSize, 0),
+        createdAt: rec.createdAt,
+      });
+    }
+    return out.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  }
+
+  /** The guest-facing description of an image's root filesystem. */
+  guestRoot(input: string): GuestRoot {
+    const rec = this.get(input);
+    const layers = rec.layers.map((l) => {
+      const p = this.layerPath(l.diffId);
+      if (!existsSync(p)) throw new ImageError("NOT_IN_STORE", `image ${input}: layer ${l.diffId} is missing from the store; run msb pull ${input} again`);
+      return p;
+    });
+    return { id: rec.id, layers, config: runtimeConfig(rec.config) };
+  }
+
+  /** Re-hashes an image's layer files against the digests recorded when they were written. */
+  async verify(input: string): Promise<void> {
+    const rec = this.get(input);
+    for (const l of rec.layers) {
+      const p = this.layerPath(l.diffId);
+      const h = new Bun.CryptoHasher("sha256");
+      for await (const c of Bun.file(p).stream()) h.update(c);
+      const got = h.digest("hex");
+      if (got !== l.erofsSha256)
+        throw new ImageError("DIGEST_MISMATCH", `image ${input}: cached layer ${p} has changed (sha256 ${got}, recorded ${l.erofsSha256})`);
+    }
+  }
+
+  /**
+   * Removes a reference (or, given an id, all references to it). The image record and any
+   * layers no other image uses go too once nothing points at the image.
+   */
+  remove(input: string): { untagged: string[]; deleted: string[] } {
+    return this.withLock(() => {
+      const id = this.resolve(input);
+      if (!id) throw new ImageError("NOT_IN_STORE", `image ${input} is not in the local store`);
+      const untagged: string[] = [];
+      const refs = this.references().get(id) ?? [];
+      const byId = this.findById(input) === id;
+      let target: string[] = refs;
+      if (!byId) {
+        const canonical = formatReference(parseReference(input));
+        target = refs.includes(canonical) ? [canonical] : [];
+      }
+      for (const r of target) {
+        rmSync(join(this.refsDir, encodeURIComponent(r)), { force: true });
+        untagged.push(r);
+      }
+      const deleted: string[] = [];
+      if ((this.references().get(id) ?? []).length === 0) {
+        rmSync(join(this.recordsDir, `${hexOf(id)}.json`), { force: true });
+        deleted.push(id);
+        deleted.push(...this.removeUnusedLayers());
+      }
+      return { untagged, deleted };
+    });
+  }
+
+  /** Removes images nothing refers to, unused layers, and abandoned work in tmp/. */
+  prune(): { images: string[]; layers: string[]; tmp: string[] } {
+    return this.withLock(() => {
+      const refs = this.references();
+      const images: string[] = [];
+      for (const f of readdirSync(this.recordsDir)) {
+        const id = `sha256:${f.replace(/\.json$/, "")}`;
+        if (!refs.has(id)) {
+          rmSync(join(this.recordsDir, f), { force: true });
+          images.push(id);
+        }
+      }
+      const layers = this.removeUnusedLayers();
+      const tmp: string[] = [];
+      for (const f of readdirSync(this.tmpDir)) {
+        let pid = 0;
+        try { pid = Number(readFileSync(join(this.tmpDir, f, "pid"), "utf8")); } catch {}
+        if (pid && pid !== process.pid && processAlive(pid)) continue;
+        rmSync(join(this.tmpDir, f), { recursive: true, force: true });
+        tmp.push(f);
+      }
+      return { images, layers, tmp };
+    });
+  }
+
+  private removeUnusedLayers(): string[] {
+    const used = new Set<string>();
+    for (const f of readdirSync(this.recordsDir)) {
+      const rec: ImageRecord = JSON.parse(readFileSync(join(this.recordsDir, f), "utf8"));
+      for (const l of rec.layers) used.add(`${hexOf(l.diffId)}.erofs`);
+    }
+    const removed: string[] = [];
+    for (const f of readdirSync(this.layersDir)) {
+      if (!used.has(f)) {
+        rmSync(join(this.layersDir, f), { force: true });
+        removed.push(`sha256:${f.replace(/\.erofs$/, "")}`);
+      }
+    }
+    return removed;
+  }
+
+  /** Serialises publish/remove/prune between msb processes (a lock directory holding a pid). */
+  withLock<T>(fn: () => T): T {
+    const lock = join(this.root, "lock");
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        mkdirSync(lock);
+        writeFileSync(join(lock, "pid"), String(process.pid));
+        break;
+      } catch (err: any) {
+        if (err.code !== "EEXIST") throw err;
+        let holder = 0;
+        try { holder = Number(readFileSync(join(lock, "pid"), "utf8")); } catch {}
+        let age = 0;
+        try { age = Date.now() - statSync(lock).mtimeMs; } catch {}
+        if ((holder && !processAlive(holder)) || (!holder && age > 5000)) {
+          rmSync(lock, { recursive: true, force: true });
+          continue;
+        }
+        if (Date.now() > deadline) throw new ImageError("LOCKED", `the image store ${this.root} is locked by process ${holder}; if no msb is running, remove ${lock}`);
+        Bun.sleepSync(20);
+      }
+    }
+    try {
+      return fn();
+    } finally {
+      rmSync(lock, { recursive: true, force: true });
+    }
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err: any) {
+    return err.code === "EPERM";
+  }
+}
+
+export function atomicWrite(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+/** Entrypoint, Cmd, Env, WorkingDir, User from an OCI/Docker image config. */
+export function runtimeConfig(config: any): RuntimeConfig {
+  const c = config?.config ?? {};
+  const strs = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : undefined);
+  return {
+    entrypoint: strs(c.Entrypoint),
+    cmd: strs(c.Cmd),
+    env: strs(c.Env),
+    workingDir: typeof c.WorkingDir === "string" && c.WorkingDir ? c.WorkingDir : undefined,
+    user: typeof c.User === "string" && c.User ? c.User : undefined,
+  };
+}
