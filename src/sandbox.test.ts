@@ -116,6 +116,23 @@ describe("lifecycle", () => {
   });
 });
 
+describe("host going away", () => {
+  test("the guest powers off when its supervisor is killed", async () => {
+    const sandbox = await Sandbox.create({ backend: "qemu" });
+    const running = processesOf(home);
+    const supervisor = running.find((p) => p.includes("__supervise"));
+    const vm = running.find((p) => p.includes("qemu-system"));
+    expect(supervisor).toBeDefined();
+    expect(vm).toBeDefined();
+    process.kill(Number(supervisor!.split(":")[0]), "SIGKILL");
+    // Nothing kills qemu for us: only the agent noticing the closed channel and resetting the VM ends it.
+    expect(await eventually(() => processesOf(home).length === 0, 30_000)).toBe(true);
+    await expect(sandbox.exec("true")).rejects.toThrow(/lost the connection|sandbox/);
+    // The supervisor had no chance to clean up; its directory remains for `msb ls` to explain.
+    require("node:fs").rmSync(join(home, "sandboxes", sandbox.name), { recursive: true, force: true });
+  });
+});
+
 describe("boot failures", () => {
   test("a broken kernel path fails fast with a clear error and leaves nothing behind", async () => {
     const started = Date.now();
