@@ -169,6 +169,10 @@ export class TcpConnection {
       case "CLOSED":
         return;
     }
+    if (this.state === "SYN_RECEIVED" && seg.flags & TcpFlag.SYN && seg.ack === null) {
+      if (seqAdd(seg.seq, 1) === this.rcvNxt) this.sendSyn(); // our SYN-ACK was lost
+      return;
+    }
     const segLen = seg.payload.length + (seg.flags & TcpFlag.SYN ? 1 : 0) + (seg.flags & TcpFlag.FIN ? 1 : 0);
     if (!this.acceptable(seg.seq, segLen)) {
       if (seg.flags & TcpFlag.RST) return;
@@ -183,7 +187,6 @@ export class TcpConnection {
       return this.sendAck();
     }
     if (seg.flags & TcpFlag.SYN) {
-      if (this.state === "SYN_RECEIVED" && seqAdd(seg.seq, 1) === this.rcvNxt) return this.sendSyn(); // our SYN-ACK was lost
       if (this.state === "TIME_WAIT") return; // handled by the interface (reuse)
       return this.sendAck(); // RFC 5961 §4: challenge ACK
     }
