@@ -3,7 +3,7 @@
 // them), OCI layout directories written here, and skopeo to push them. Never reaches past
 // loopback.
 
-import * as x509 from "@peculiar/x509";
+import "./reflect-shim.ts";
 import { mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,6 +41,8 @@ function b64url(data: Uint8Array | string): string {
 
 /** A token service issuing registry JWTs: anyone may pull, only the test user may push. */
 async function startTokenService(dir: string, service: string, issuer: string, user: string, password: string, seen: TestRegistry["tokenRequests"]) {
+  // Loaded lazily so the Reflect shim is in place first (CJS modules evaluate before ESM ones).
+  const x509 = await import("@peculiar/x509");
   x509.cryptoProvider.set(crypto);
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
   const keys = (await crypto.subtle.generateKey(alg, true, ["sign", "verify"])) as CryptoKeyPair;
@@ -221,14 +223,26 @@ export function writeOciLayout(dir: string, layers: LayoutLayer[], runtime: Reco
   return { dir, manifestDigest, configDigest, diffIds, layerDigests: layerDescs.map((d) => d.digest), tars };
 }
 
-/** skopeo copy of an OCI layout into the registry (plain HTTP, loopback). */
-export function skopeoPush(layoutDir: string, tag: string, reg: TestRegistry, repo: string, { creds = true, format }: { creds?: boolean; format?: "oci" | "v2s2" } = {}): void {
-  const args = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"];
+/**
+ * skopeo copy of an OCI layout into the registry (plain HTTP, loopback); returns the manifest
+ * digest as pushed (skopeo may re-serialise the manifest). Async: the token
+ * service runs on this process's event loop, so a blocking spawn would deadlock.
+ */
+export async function skopeoPush(layoutDir: string, tag: string, reg: TestRegistry, repo: string, { creds = true, format }: { creds?: boolean; format?: "oci" | "v2s2" } = {}): Promise<string> {
+  const digestFile = join(reg.dir, `digest-${Math.random().toString(36).slice(2)}`);
+  const args = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", digestFile];
   if (creds) args.push("--dest-creds", `${reg.user}:${reg.password}`);
   if (format) args.push("--format", format);
   args.push(`oci:${layoutDir}:${tag}`, `docker://${reg.host}/${repo}:${tag}`);
-  const p = Bun.spawnSync(args, { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: reg.dir } });
-  if (p.exitCode !== 0) throw new Error(`skopeo push failed: ${p.stderr.toString()}`);
+  await skopeo(args.slice(1), reg.dir);
+  return readFileSync(digestFile, "utf8").trim();
+}
+
+/** Runs skopeo with HOME pointed away from the user's own auth files. */
+export async function skopeo(args: string[], home: string): Promise<void> {
+  const p = Bun.spawn(["skopeo", ...args], { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: home } });
+  const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
+  if (code !== 0) throw new Error(`skopeo ${args.join(" ")} failed: ${err}`);
 }
 
 /** A layer with the host's busybox-static and the usual applet links. */

@@ -1,0 +1,370 @@
+// Pulls from a real docker-registry on loopback (images built here, pushed with skopeo): auth
+// flows, media types, compressions, platform selection, and every failure leaving the cache as
+// it was. Needs docker-registry, skopeo and fsck.erofs (Debian packages).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { saveCredentials } from "./auth.ts";
+import { ImageError } from "./errors.ts";
+import { busyboxEntries, have, skopeo, skopeoPush, startRegistry, writeOciLayout, type TestRegistry, type WrittenLayout } from "./harness.ts";
+import { tarToErofs } from "./layer.ts";
+import { pullImage, ensureImage, type PullEvent, type PullOptions } from "./pull.ts";
+import { sha256Hex } from "./registry.ts";
+import { ImageStore } from "./store.ts";
+import type { TarWriteEntry } from "./tarwriter.ts";
+
+const missing = ["docker-registry", "skopeo", "fsck.erofs"].filter((c) => !have(c));
+const d = describe.skipIf(missing.length > 0);
+if (missing.length) test.skip(`registry tests need ${missing.join(", ")} (apt install docker-registry skopeo erofs-utils)`, () => {});
+
+let work: string;
+let basicReg: TestRegistry;
+let tokenReg: TestRegistry;
+let layout: WrittenLayout;
+let dockerLayout: WrittenLayout;
+/** Manifest digest of test/busybox:v1 as the registries hold it. */
+let pushed: string;
+
+const featureLayer: TarWriteEntry[] = [
+  { path: "data/", type: "dir" },
+  { path: "data/big.bin", data: new Uint8Array(3 << 20).map((_, i) => (i * 31) & 0xff) },
+  { path: "data/hard", type: "hardlink", linkname: "data/big.bin" },
+  { path: "data/" + "long-".repeat(50) + "name", data: "pax" },
+  { path: "data/cap", data: "x", xattrs: { "security.capability": new Uint8Array(20).fill(1) } },
+  { path: "dev/", type: "dir" },
+  { path: "dev/null", type: "char", devmajor: 1, devminor: 3, mode: 0o666 },
+  { path: "dev/fifo", type: "fifo" },
+];
+const whiteoutLayer: TarWriteEntry[] = [
+  { path: "etc/.wh.group", data: "" },
+  { path: "data/.wh..wh..opq", data: "" },
+  { path: "data/fresh", data: "fresh" },
+];
+
+function home(): string {
+  return mkdtempSync(join(work, "home-"));
+}
+
+/** Everything in the published cache (not tmp/), with hashes, to prove nothing changed. */
+function snapshot(store: ImageStore): string {
+  const out: string[] = [];
+  for (const sub of ["layers", "records", "refs"]) {
+    const dir = join(store.root, sub);
+    for (const f of readdirSync(dir).sort()) out.push(`${sub}/${f}:${sha256Hex(readFileSync(join(dir, f)))}`);
+  }
+  return out.join("\n");
+}
+
+async function expectError(p: Promise<unknown>, code: string, msg: RegExp): Promise<ImageError> {
+  let err: unknown;
+  try { await p; } catch (e) { err = e; }
+  expect(err).toBeInstanceOf(ImageError);
+  expect((err as Error).message).toMatch(msg);
+  expect((err as ImageError).code).toBe(code as ImageError["code"]);
+  return err as ImageError;
+}
+
+function fsckOk(path: string) {
+  const p = Bun.spawnSync(["fsck.erofs", path], { stdout: "pipe", stderr: "pipe" });
+  expect(p.exitCode).toBe(0);
+}
+
+/** A proxy in front of the registry that can inject faults per request. */
+function faultProxy(reg: TestRegistry, fault: (path: string, n: number) => "500" | "429" | "truncate" | "hang" | "corrupt" | undefined) {
+  let n = 0;
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    idleTimeout: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      const f = fault(url.pathname, n++);
+      if (f === "500") return new Response("boom", { status: 500 });
+      if (f === "429") return new Response("slow down", { status: 429, headers: { "retry-after": "0" } });
+      if (f === "hang") return new Promise<Response>(() => {});
+      const headers = new Headers(req.headers);
+      headers.delete("host");
+      const up = await fetch(`http://${reg.host}${url.pathname}${url.search}`, { headers, redirect: "manual" });
+      const h = new Headers(up.headers);
+      h.delete("content-length");
+      h.delete("content-encoding");
+      if (f === "truncate" || f === "corrupt") {
+        const body = new Uint8Array(await up.arrayBuffer());
+        if (f === "corrupt") body[body.length >> 1]! ^= 0xff;
+        return new Response(f === "truncate" ? body.slice(0, body.length >> 1) : body, { status: up.status, headers: h });
+      }
+      return new Response(up.body, { status: up.status, headers: h });
+    },
+  });
+  return { host: `127.0.0.1:${server.port}`, stop: () => server.stop(true) };
+}
+
+const fast: PullOptions["registry"] = { attempts: 3, backoffMs: 10, timeoutMs: 3000 };
+
+d("pull from a real registry", () => {
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), "msb-pull-test-"));
+    process.env.DOCKER_CONFIG = join(work, "docker-config");
+    [basicReg, tokenReg] = await Promise.all([startRegistry("htpasswd"), startRegistry("token")]);
+    layout = writeOciLayout(join(work, "oci"), [
+      { entries: busyboxEntries(), compression: "gzip" },
+      { entries: featureLayer, compression: "zstd" },
+      { entries: whiteoutLayer, compression: "none" },
+    ], { Entrypoint: ["/bin/sh", "-c"], Cmd: ["echo hi"], Env: ["PATH=/bin", "A=1"], WorkingDir: "/data", User: "65534" }, "v1");
+    dockerLayout = writeOciLayout(join(work, "oci-docker"), [
+      { entries: busyboxEntries(), compression: "gzip" },
+      { entries: whiteoutLayer, compression: "gzip" },
+    ], { Cmd: ["sh"] }, "v1");
+    for (const reg of [basicReg, tokenReg]) {
+      pushed = await skopeoPush(layout.dir, "v1", reg, "test/busybox");
+      await skopeoPush(layout.dir, "v1", reg, "private/busybox");
+      await skopeoPush(dockerLayout.dir, "v1", reg, "test/docker", { format: "v2s2" });
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await Promise.all([basicReg?.stop(), tokenReg?.stop()]);
+    delete process.env.DOCKER_CONFIG;
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test("basic auth with credentials from ~/.docker/config.json; layers are byte-identical to a direct conversion; config honoured", async () => {
+    mkdirSync(process.env.DOCKER_CONFIG!, { recursive: true });
+    writeFileSync(join(process.env.DOCKER_CONFIG!, "config.json"), JSON.stringify({
+      auths: { [basicReg.host]: { auth: Buffer.from(`${basicReg.user}:${basicReg.password}`).toString("base64") } },
+    }));
+    const store = new ImageStore(home());
+    const events: PullEvent[] = [];
+    const rec = await pullImage(`${basicReg.host}/test/busybox:v1`, { store, onProgress: (e) => events.push(e), registry: fast });
+    rmSync(join(process.env.DOCKER_CONFIG!, "config.json"));
+    expect(rec.id).toBe(pushed);
+    expect(rec.layers.map((l) => l.diffId)).toEqual(layout.diffIds);
+    expect(events.filter((e) => e.kind === "layer" && e.status === "done").length).toBe(3);
+    expect(events.at(-1)).toMatchObject({ kind: "done", reused: false });
+    const root = store.guestRoot(`${basicReg.host}/test/busybox:v1`);
+    expect(root.config).toEqual({ entrypoint: ["/bin/sh", "-c"], cmd: ["echo hi"], env: ["PATH=/bin", "A=1"], workingDir: "/data", user: "65534" });
+    expect(root.layers.length).toBe(3);
+    for (let i = 0; i < 3; i++) {
+      fsckOk(root.layers[i]!);
+      expect(statSync(root.layers[i]!).mode & 0o777).toBe(0o444);
+      const direct = join(work, `direct-${i}.erofs`);
+      await tarToErofs(new Blob([layout.tars[i]!]).stream(), direct);
+      expect(sha256Hex(readFileSync(root.layers[i]!))).toBe(sha256Hex(readFileSync(direct)));
+    }
+    const x = join(work, "bb-extract");
+    expect(Bun.spawnSync(["fsck.erofs", `--extract=${x}`, root.layers[0]!]).exitCode).toBe(0);
+    expect(sha256Hex(readFileSync(join(x, "bin/busybox")))).toBe(sha256Hex(readFileSync(Bun.which("busybox")!)));
+    await store.verify(rec.id);
+    expect(store.list().map((s) => s.references)).toEqual([[`${basicReg.host}/test/busybox:v1`]]);
+  }, 60_000);
+
+  test("basic auth without credentials is a clear 401 error and leaves the cache empty", async () => {
+    const store = new ImageStore(home());
+    const before = snapshot(store);
+    await expectError(pullImage(`${basicReg.host}/test/busybox:v1`, { store, registry: fast }), "UNAUTHORIZED", /test\/busybox.*requires a login; run msb login/);
+    expect(snapshot(store)).toBe(before);
+  });
+
+  test("bearer flow: anonymous pull gets a token from the token service", async () => {
+    const store = new ImageStore(home());
+    const seen = tokenReg.tokenRequests.length;
+    const rec = await pullImage(`${tokenReg.host}/test/busybox:v1`, { store, registry: fast });
+    expect(rec.id).toBe(pushed);
+    const reqs = tokenReg.tokenRequests.slice(seen);
+    expect(reqs.length).toBeGreaterThan(0);
+    expect(reqs[0]).toEqual({ scope: ["repository:test/busybox:pull"], account: undefined });
+  });
+
+  test("bearer flow: a private repository needs msb login; with it the pull works", async () => {
+    const h = home();
+    const store = new ImageStore(h);
+    await expectError(pullImage(`${tokenReg.host}/private/busybox:v1`, { store, registry: fast }), "UNAUTHORIZED", /private\/busybox.*access denied/);
+    saveCredentials(tokenReg.host, { username: tokenReg.user, password: tokenReg.password }, h);
+    expect(statSync(join(h, "auth.json")).mode & 0o777).toBe(0o600);
+    const { findCredentials } = await import("./auth.ts");
+    const rec = await pullImage(`${tokenReg.host}/private/busybox:v1`, { store, registry: fast, credentials: findCredentials(tokenReg.host, h) });
+    expect(rec.id).toBe(pushed);
+    expect(tokenReg.tokenRequests.at(-1)!.account).toBe(tokenReg.user);
+  });
+
+  test("Docker v2 schema 2 media types (skopeo --format v2s2), by digest as well as by tag", async () => {
+    const store = new ImageStore(home());
+    const creds = { username: tokenReg.user, password: tokenReg.password };
+    const rec = await pullImage(`${tokenReg.host}/test/docker:v1`, { store, registry: fast, credentials: creds });
+    expect(rec.layers[0]!.mediaType).toBe("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    const again = await pullImage(`${tokenReg.host}/test/docker@${rec.id}`, { store, registry: fast, credentials: creds });
+    expect(again.id).toBe(rec.id);
+    expect(store.list().length).toBe(1);
+  });
+
+  test("an index resolves to linux/amd64; an index without it is refused, naming what it has", async () => {
+    // A two-platform index pushed with skopeo --all: arm64 first, then amd64.
+    const dir = join(work, "multi");
+    const arm = writeOciLayout(join(work, "multi-arm"), [{ entries: [{ path: "arch", data: "arm64" }], compression: "gzip" }]);
+    const amd = writeOciLayout(join(work, "multi-amd"), [{ entries: [{ path: "arch", data: "amd64" }], compression: "gzip" }]);
+    mkdirSync(join(dir, "blobs/sha256"), { recursive: true });
+    for (const src of [arm.dir, amd.dir]) for (const f of readdirSync(join(src, "blobs/sha256"))) writeFileSync(join(dir, "blobs/sha256", f), readFileSync(join(src, "blobs/sha256", f)));
+    const armCfg = JSON.parse(readFileSync(join(arm.dir, "blobs/sha256", arm.configDigest.slice(7)), "utf8"));
+    armCfg.architecture = "arm64";
+    const armCfgBytes = new TextEncoder().encode(JSON.stringify(armCfg));
+    writeFileSync(join(dir, "blobs/sha256", sha256Hex(armCfgBytes)), armCfgBytes);
+    const armManifest = JSON.parse(readFileSync(join(arm.dir, "blobs/sha256", arm.manifestDigest.slice(7)), "utf8"));
+    armManifest.config = { ...armManifest.config, digest: `sha256:${sha256Hex(armCfgBytes)}`, size: armCfgBytes.byteLength };
+    const armMBytes = new TextEncoder().encode(JSON.stringify(armManifest));
+    writeFileSync(join(dir, "blobs/sha256", sha256Hex(armMBytes)), armMBytes);
+    const amdMBytes = readFileSync(join(amd.dir, "blobs/sha256", amd.manifestDigest.slice(7)));
+    const mt = "application/vnd.oci.image.manifest.v1+json";
+    const index = new TextEncoder().encode(JSON.stringify({
+      schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [
+        { mediaType: mt, digest: `sha256:${sha256Hex(armMBytes)}`, size: armMBytes.byteLength, platform: { os: "linux", architecture: "arm64" } },
+        { mediaType: mt, digest: amd.manifestDigest, size: amdMBytes.byteLength, platform: { os: "linux", architecture: "amd64" } },
+      ],
+    }));
+    writeFileSync(join(dir, "blobs/sha256", sha256Hex(index)), index);
+    writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+    writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.index.v1+json", digest: `sha256:${sha256Hex(index)}`, size: index.byteLength, annotations: { "org.opencontainers.image.ref.name": "multi" } }] }));
+    await skopeo(["copy", "--quiet", "--all", "--dest-tls-verify=false", "--dest-creds", `${tokenReg.user}:${tokenReg.password}`, `oci:${dir}:multi`, `docker://${tokenReg.host}/test/multi:multi`], tokenReg.dir);
+    const store = new ImageStore(home());
+    const rec = await pullImage(`${tokenReg.host}/test/multi:multi`, { store, registry: fast });
+    expect(rec.id).toBe(amd.manifestDigest);
+    expect(rec.config.architecture).toBe("amd64");
+  }, 60_000);
+
+  test("a missing tag is a clear 404 naming the image", async () => {
+    const store = new ImageStore(home());
+    await expectError(pullImage(`${tokenReg.host}/test/busybox:nope`, { store, registry: fast }), "NOT_FOUND", /test\/busybox manifest nope: not found/);
+  });
+
+  test("HTTPS to a plain-HTTP registry fails clearly (insecure must be asked for off loopback)", async () => {
+    const store = new ImageStore(home());
+    await expectError(pullImage(`${tokenReg.host}/test/busybox:v1`, { store, registry: { ...fast, attempts: 1 }, insecure: false }), "NETWORK", /cannot reach https:\/\/127\.0\.0\.1/);
+  });
+
+  test("pull policies: never without the image fails; if-missing and never use the cache without the network", async () => {
+    const store = new ImageStore(home());
+    await expectError(pullImage(`${tokenReg.host}/test/busybox:v1`, { store, policy: "never" }), "NOT_IN_STORE", /pull policy is never/);
+    let requests = 0;
+    const proxy = faultProxy(tokenReg, () => { requests++; return undefined; });
+    try {
+      await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast });
+      const afterPull = requests;
+      expect(afterPull).toBeGreaterThan(0);
+      const a = await pullImage(`${proxy.host}/test/busybox:v1`, { store, policy: "if-missing" });
+      const b = await ensureImage(`${proxy.host}/test/busybox:v1`, { store, policy: "never" });
+      expect(requests).toBe(afterPull);
+      expect(b.id).toBe(a.id);
+      // always: asks the registry for the manifest, downloads nothing new.
+      const events: PullEvent[] = [];
+      await pullImage(`${proxy.host}/test/busybox:v1`, { store, policy: "always", onProgress: (e) => events.push(e) });
+      expect(requests).toBeGreaterThan(afterPull);
+      expect(events).toEqual([{ kind: "done", image: `${proxy.host}/test/busybox:v1`, id: a.id, reused: true }]);
+    } finally {
+      proxy.stop();
+    }
+  });
+
+  test("transient 500s and 429s on blobs are retried with backoff and the pull succeeds", async () => {
+    const store = new ImageStore(home());
+    const failures = new Map<string, number>();
+    const proxy = faultProxy(tokenReg, (path) => {
+      if (!path.includes("/blobs/")) return undefined;
+      const k = failures.get(path) ?? 0;
+      failures.set(path, k + 1);
+      return k === 0 ? "500" : k === 1 ? "429" : undefined;
+    });
+    try {
+      const rec = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast });
+      expect(rec.id).toBe(pushed);
+      expect([...failures.values()].every((v) => v >= 3)).toBe(true);
+    } finally {
+      proxy.stop();
+    }
+  });
+
+  const faults: [string, "500" | "truncate" | "hang" | "corrupt", string, RegExp][] = [
+    ["persistent 500", "500", "REGISTRY_ERROR", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*HTTP 500 3 times/],
+    ["truncated blob", "truncate", "TRUNCATED", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*(ended after|ends in the middle)/],
+    ["corrupted blob (digest mismatch)", "corrupt", "DIGEST_MISMATCH|TAR_INVALID", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*(digest is sha256|cannot unpack)/],
+    ["registry stops answering (timeout)", "hang", "TIMEOUT", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*no response from the registry within 300 ms/],
+  ];
+  for (const [name, fault, code, msg] of faults) {
+    test(`${name}: clear error naming image and layer; cache exactly as before; the next pull resumes`, async () => {
+      const store = new ImageStore(home());
+      // Pre-existing content must survive untouched.
+      await pullImage(`${tokenReg.host}/test/docker:v1`, { store, registry: fast, credentials: { username: tokenReg.user, password: tokenReg.password } });
+      const before = snapshot(store);
+      const bad = layout.layerDigests[1]!.slice(7);
+      const proxy = faultProxy(tokenReg, (path) => (path.endsWith(bad) ? fault : undefined));
+      try {
+        let err: unknown;
+        try {
+          await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: { attempts: 3, backoffMs: 5, timeoutMs: 300 }, concurrency: 1 });
+        } catch (e) { err = e; }
+        expect(err).toBeInstanceOf(ImageError);
+        expect(code.split("|")).toContain((err as ImageError).code);
+        expect((err as Error).message).toContain(`pulling ${proxy.host}/test/busybox:v1`);
+        expect((err as Error).message).toMatch(msg);
+        expect(snapshot(store)).toBe(before);
+      } finally {
+        proxy.stop();
+      }
+      // Redo through a healthy path: layer 1 comes from the staging left behind.
+      const events: PullEvent[] = [];
+      const proxy2 = faultProxy(tokenReg, () => undefined);
+      try {
+        await pullImage(`${proxy2.host}/test/busybox:v1`, { store, registry: fast, concurrency: 1, onProgress: (e) => events.push(e) });
+      } finally {
+        proxy2.stop();
+      }
+      expect(events.some((e) => e.kind === "layer" && e.index === 0 && e.status === "cached")).toBe(true);
+      expect(readdirSync(store.tmpDir)).toEqual([]);
+      await store.verify(pushed);
+    }, 30_000);
+  }
+
+  test("a blob whose digest matches but whose tar does not hash to the config's diff_id is refused", async () => {
+    // Build an image whose config lies about diff_ids; push it; the pull must fail on layer 1.
+    const lying = writeOciLayout(join(work, "lying"), [{ entries: [{ path: "a", data: "a" }], compression: "gzip" }]);
+    const cfgPath = join(lying.dir, "blobs/sha256", lying.configDigest.slice(7));
+    const cfg = JSON.parse(readFileSync(cfgPath, "utf8"));
+    cfg.rootfs.diff_ids = ["sha256:" + "0".repeat(64)];
+    const cfgBytes = new TextEncoder().encode(JSON.stringify(cfg));
+    writeFileSync(join(lying.dir, "blobs/sha256", sha256Hex(cfgBytes)), cfgBytes);
+    const mPath = join(lying.dir, "blobs/sha256", lying.manifestDigest.slice(7));
+    const m = JSON.parse(readFileSync(mPath, "utf8"));
+    m.config = { ...m.config, digest: `sha256:${sha256Hex(cfgBytes)}`, size: cfgBytes.byteLength };
+    const mBytes = new TextEncoder().encode(JSON.stringify(m));
+    writeFileSync(join(lying.dir, "blobs/sha256", sha256Hex(mBytes)), mBytes);
+    const idx = JSON.parse(readFileSync(join(lying.dir, "index.json"), "utf8"));
+    idx.manifests[0] = { ...idx.manifests[0], digest: `sha256:${sha256Hex(mBytes)}`, size: mBytes.byteLength };
+    writeFileSync(join(lying.dir, "index.json"), JSON.stringify(idx));
+    await skopeoPush(lying.dir, "latest", tokenReg, "test/lying");
+    const store = new ImageStore(home());
+    await expectError(pullImage(`${tokenReg.host}/test/lying`, { store, registry: fast }), "DIGEST_MISMATCH", /layer 1\/1 .*uncompressed layer digest is sha256:[0-9a-f]+, the image config says sha256:0000/);
+    expect(store.list()).toEqual([]);
+  });
+
+  test("rmi and prune: layers shared by two images stay until the last user goes", async () => {
+    const store = new ImageStore(home());
+    const creds = { username: tokenReg.user, password: tokenReg.password };
+    const a = await pullImage(`${tokenReg.host}/test/busybox:v1`, { store, registry: fast });
+    const b = await pullImage(`${tokenReg.host}/test/docker:v1`, { store, registry: fast, credentials: creds });
+    expect(a.layers[0]!.diffId).toBe(b.layers[0]!.diffId); // same busybox layer
+    expect(a.layers[2]!.diffId).toBe(b.layers[1]!.diffId); // same whiteout layer
+    expect(readdirSync(store.layersDir).length).toBe(3);
+    const r1 = store.remove(`${tokenReg.host}/test/busybox:v1`);
+    expect(r1.untagged).toEqual([`${tokenReg.host}/test/busybox:v1`]);
+    expect(r1.deleted).toContain(a.id);
+    expect(readdirSync(store.layersDir).length).toBe(2);
+    expect(store.hasLayer(b.layers[0]!.diffId)).toBe(true);
+    expect(store.hasLayer(a.layers[1]!.diffId)).toBe(false);
+    await store.verify(b.id);
+    expect(() => store.remove("nothing:here")).toThrow(/not in the local store/);
+    store.remove(b.id);
+    expect(store.list()).toEqual([]);
+    expect(readdirSync(store.layersDir)).toEqual([]);
+    expect(store.prune()).toEqual({ images: [], layers: [], tmp: [] });
+  });
+});
