@@ -1,0 +1,238 @@
+// The native VM backend: msb's own KVM VMM (native/, libmsbvmm.so) loaded with bun:ffi. Control
+// goes through a six-call C ABI; the VM's data (agent port, NIC frames) flows over the unix
+// sockets named in the spec, never through per-message FFI calls.
+
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { existsSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { VmBackend, VmExit, VmExitReason, VmHandle, VmSpec } from "./backend";
+import { probeKvm, type KvmProbe } from "./kvm";
+import { MsbError } from "../errors";
+import { cacheDir, isCompiled, sourceRoot } from "../paths";
+
+export const NATIVE_LIB_NAME = "libmsbvmm.so";
+/** The C ABI version this wrapper speaks (msb_abi_version()). */
+export const NATIVE_ABI_VERSION = 1;
+/** How often a running VM is checked for its exit; the JS thread never blocks on the VMM. */
+const EXIT_POLL_MS = 10;
+const DETAIL_BUF = 4096;
+
+const EXIT_REASONS: Record<number, VmExitReason> = { 1: "reset", 2: "poweroff", 3: "crash", 4: "killed", 5: "error" };
+
+const symbols = {
+  msb_abi_version: { args: [], returns: FFIType.u32 },
+  msb_kvm_kind: { args: [], returns: FFIType.i32 },
+  msb_vm_create: { args: [FFIType.ptr], returns: FFIType.u64 },
+  msb_vm_start: { args: [FFIType.u64], returns: FFIType.i32 },
+  msb_vm_request_stop: { args: [FFIType.u64], returns: FFIType.i32 },
+  msb_vm_poll_exit: { args: [FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  msb_vm_destroy: { args: [FFIType.u64], returns: FFIType.i32 },
+  msb_vm_stats: { args: [FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  msb_last_error: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+} as const;
+
+type NativeLib = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+
+let loaded: Promise<NativeLib> | undefined;
+
+/**
+ * Finds libmsbvmm.so: MSB_NATIVE_LIB, else the copy embedded in a compiled msb (extracted once
+ * into the cache, since dlopen needs a real file), else native/target/release in this checkout.
+ */
+export async function findNativeLib(): Promise<string> {
+  const override = process.env.MSB_NATIVE_LIB;
+  if (override) {
+    if (!existsSync(override)) throw new MsbError("missing_asset", `MSB_NATIVE_LIB points at ${override}, which does not exist`);
+    return override;
+  }
+  if (isCompiled()) {
+    const embedded = (Bun.embeddedFiles as Blob[]).find((f) => embeddedName(f).startsWith("libmsbvmm"));
+    if (!embedded) {
+      throw new MsbError("missing_asset", `this msb binary was built without ${NATIVE_LIB_NAME}; rebuild it, or use --backend qemu`);
+    }
+    return extract(embedded);
+  }
+  const path = join(sourceRoot()!, "native", "target", "release", NATIVE_LIB_NAME);
+  if (!existsSync(path)) {
+    throw new MsbError(
+      "missing_asset",
+      `${NATIVE_LIB_NAME} not found at ${path}; build it with \`cargo build --release\` in native/ (or use --backend qemu)`,
+    );
+  }
+  return path;
+}
+
+function embeddedName(file: Blob): string {
+  return (file as Blob & { name?: string }).name ?? "";
+}
+
+async function extract(file: Blob): Promise<string> {
+  const dir = join(cacheDir(), "assets");
+  // Bun's embedded names carry a content hash, so a new msb never reuses a stale library.
+  const path = join(dir, embeddedName(file).replace(/[^A-Za-z0-9._-]/g, "_"));
+  if (existsSync(path) && statSync(path).size === file.size) return path;
+  mkdirSync(dir, { recursive: true });
+  const temp = `${path}.${process.pid}.tmp`;
+  await Bun.write(temp, file);
+  renameSync(temp, path);
+  return path;
+}
+
+/** Loads the VMM library once per process and checks it speaks our ABI. */
+export function loadNative(): Promise<NativeLib> {
+  loaded ??= (async () => {
+    const path = await findNativeLib();
+    let lib: NativeLib;
+    try {
+      lib = dlopen(path, symbols).symbols;
+    } catch (cause) {
+      throw new MsbError("backend_unavailable", `cannot load the native VMM from ${path}: ${String(cause)}`, { cause });
+    }
+    const abi = lib.msb_abi_version();
+    if (abi !== NATIVE_ABI_VERSION) {
+      throw new MsbError("backend_unavailable", `${path} speaks VMM ABI ${abi}, this msb expects ${NATIVE_ABI_VERSION}; rebuild native/`);
+    }
+    return lib;
+  })();
+  loaded.catch(() => (loaded = undefined));
+  return loaded;
+}
+
+function cstring(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}
+
+function readCString(buf: Buffer, n: number): string {
+  const end = Math.min(Math.max(n, 0), buf.length - 1);
+  return buf.subarray(0, end).toString("utf8");
+}
+
+function lastError(lib: NativeLib): string {
+  const buf = Buffer.alloc(DETAIL_BUF);
+  const n = lib.msb_last_error(buf as unknown as Pointer, BigInt(buf.length));
+  return readCString(buf, n) || "unknown error";
+}
+
+/** Counters the VMM keeps (nanoseconds since msb_vm_create began). */
+export interface NativeVmStats {
+  createdNs: number;
+  startNs: number;
+  firstExitNs: number;
+  lastExitNs: number;
+  exits: number;
+  pioExits: number;
+  mmioExits: number;
+  serialBytes: number;
+  brokenDevices: string[];
+}
+
+export interface NativeVmHandle extends VmHandle {
+  /** VMM counters; after the exit, their final values. */
+  stats(): NativeVmStats | undefined;
+}
+
+/**
+ * Runs VMs on msb's own KVM VMM.
+ *
+ * @example
+ * const vm = await new NativeBackend().start(spec);
+ * const { reason } = await vm.exited; // "reset" when the guest powered off
+ */
+export class NativeBackend implements VmBackend {
+  readonly name = "native" as const;
+  private readonly kvm: KvmProbe;
+
+  constructor(kvm: KvmProbe = probeKvm()) {
+    this.kvm = kvm;
+  }
+
+  describe(): string {
+    if (this.kvm.kind === "hardware") return "native KVM VMM (hardware KVM)";
+    if (this.kvm.kind === "software") {
+      return `native KVM VMM on a software hypervisor: ${this.kvm.reason}; a Linux guest will not boot at usable speed here, use --backend qemu`;
+    }
+    return `native KVM VMM, unusable here: ${this.kvm.reason}; use --backend qemu`;
+  }
+
+  async start(spec: VmSpec): Promise<NativeVmHandle> {
+    if (this.kvm.kind === "none") throw new MsbError("backend_unavailable", `the native backend needs KVM: ${this.kvm.reason}; use --backend qemu`);
+    for (const [what, path] of [["guest kernel", spec.kernel], ["guest initramfs", spec.initrd]] as const) {
+      if (path && !existsSync(path)) throw new MsbError("missing_asset", `${what} not found: ${path}`);
+    }
+    const lib = await loadNative();
+    const json = JSON.stringify({
+      kernel: spec.kernel,
+      initrd: spec.initrd,
+      cmdline: spec.cmdline,
+      cpus: spec.cpus,
+      memoryMiB: spec.memoryMiB,
+      disks: spec.disks.map((d) => ({ path: d.path, readOnly: d.readOnly, serial: d.serial })),
+      agentSocket: spec.agentSocket,
+      netSocket: spec.netSocket,
+      consoleLog: spec.consoleLog,
+    });
+    const handle = lib.msb_vm_create(cstring(json) as unknown as Pointer);
+    if (!handle) throw new MsbError("vm_start_failed", `native VMM could not create the VM: ${lastError(lib)}`);
+    if (lib.msb_vm_start(handle) !== 0) {
+      const why = lastError(lib);
+      lib.msb_vm_destroy(handle);
+      throw new MsbError("vm_start_failed", `native VMM could not start the VM: ${why}`);
+    }
+    return new RunningVm(lib, handle);
+  }
+}
+
+class RunningVm implements NativeVmHandle {
+  readonly exited: Promise<VmExit>;
+  private freed = false;
+  private final: NativeVmStats | undefined;
+  private readonly detail = Buffer.alloc(DETAIL_BUF);
+
+  constructor(
+    private readonly lib: NativeLib,
+    private readonly handle: bigint,
+  ) {
+    this.exited = new Promise<VmExit>((resolve) => {
+      const check = () => {
+        let code: number;
+        try {
+          code = this.lib.msb_vm_poll_exit(this.handle, this.detail as unknown as Pointer, BigInt(this.detail.length));
+        } catch (cause) {
+          resolve({ reason: "error", detail: `polling the native VMM failed: ${String(cause)}` });
+          return;
+        }
+        if (code === 0) {
+          setTimeout(check, EXIT_POLL_MS);
+          return;
+        }
+        const detail = code > 0 ? readCString(this.detail, DETAIL_BUF) : lastError(this.lib);
+        this.final = this.readStats();
+        this.free();
+        resolve({ reason: EXIT_REASONS[code] ?? "error", detail: detail || undefined });
+      };
+      setTimeout(check, EXIT_POLL_MS);
+    });
+  }
+
+  kill(): void {
+    if (!this.freed) this.lib.msb_vm_request_stop(this.handle);
+  }
+
+  stats(): NativeVmStats | undefined {
+    return this.freed ? this.final : this.readStats();
+  }
+
+  private readStats(): NativeVmStats | undefined {
+    if (this.freed) return undefined;
+    const buf = Buffer.alloc(DETAIL_BUF);
+    const n = this.lib.msb_vm_stats(this.handle, buf as unknown as Pointer, BigInt(buf.length));
+    if (n < 0) return undefined;
+    return JSON.parse(readCString(buf, n)) as NativeVmStats;
+  }
+
+  private free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.lib.msb_vm_destroy(this.handle);
+  }
+}
