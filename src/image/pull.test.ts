@@ -188,6 +188,20 @@ d("pull from a real registry", () => {
     expect(tokenReg.tokenRequests.at(-1)!.account).toBe(tokenReg.user);
   });
 
+  test("msb login checks credentials against the registry (basic and token) before saving them", async () => {
+    const { login, logout } = await import("./index.ts");
+    for (const reg of [basicReg, tokenReg]) {
+      const h = home();
+      await expectError(login(reg.host, { username: reg.user, password: "wrong" }, { home: h }), "UNAUTHORIZED", /login to 127\.0\.0\.1:\d+ failed/);
+      expect(existsSync(join(h, "auth.json"))).toBe(false);
+      await login(reg.host, { username: reg.user, password: reg.password }, { home: h });
+      const { findCredentials } = await import("./auth.ts");
+      expect(findCredentials(reg.host, h)).toEqual({ username: reg.user, password: reg.password });
+      expect(logout(reg.host, { home: h })).toBe(true);
+      expect(findCredentials(reg.host, h)).toBeUndefined();
+    }
+  });
+
   test("Docker v2 schema 2 media types (skopeo --format v2s2), by digest as well as by tag", async () => {
     const store = new ImageStore(home());
     const creds = { username: tokenReg.user, password: tokenReg.password };

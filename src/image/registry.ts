@@ -101,6 +101,7 @@ export class RegistryClient {
   private attempts: number;
   private backoffMs: number;
   private timeoutMs: number;
+  private pinging = false;
 
   constructor(readonly registry: string, readonly repository: string, private opts: RegistryOptions = {}) {
     const insecure = opts.insecure ?? isLoopbackRegistry(registry);
@@ -182,7 +183,9 @@ export class RegistryClient {
       throw new ImageError("UNAUTHORIZED", `${this.where(what)}: the registry's token realm ${JSON.stringify(ch.params.realm)} is not a URL`);
     }
     if (ch.params.service) realm.searchParams.set("service", ch.params.service);
-    realm.searchParams.set("scope", ch.params.scope ?? `repository:${this.repository}:pull`);
+    // A login check (GET /v2/) asks for no repository scope: only whether the account is valid.
+    const scope = ch.params.scope ?? (this.pinging ? undefined : `repository:${this.repository}:pull`);
+    if (scope) realm.searchParams.set("scope", scope);
     const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "msb" };
     if (creds) headers.authorization = basic(creds);
     let res: Response;
@@ -210,11 +213,13 @@ export class RegistryClient {
   async ping(): Promise<void> {
     const saved = this.base;
     this.base = this.base.replace(/\/v2\/.*$/, "/v2");
+    this.pinging = true;
     try {
       const res = await this.get("/", undefined, "login");
       await res.body?.cancel().catch(() => {});
     } finally {
       this.base = saved;
+      this.pinging = false;
     }
   }
 
