@@ -219,8 +219,8 @@ export class ErofsWriter {
     this.root.nlink = 0;
     parentOf.set(this.root, this.root);
     const seen = new Set<Node>([this.root]);
-    while (queue.length) {
-      const n = queue.shift()!;
+    for (let qi = 0; qi < queue.length; qi++) {
+      const n = queue[qi]!;
       order.push(n);
       n.nlink = (n.mode & S_IFMT) === S_IFDIR ? 2 : n.nlink;
       if (!n.children) continue;

@@ -72,12 +72,16 @@ export function bytesOf(s: string): Uint8Array {
   return out;
 }
 
+const ascii = new TextDecoder("utf-8");
+
 function byteString(b: Uint8Array): string {
-  // TextDecoder("latin1") is windows-1252 per WHATWG; map bytes by hand to keep them 1:1.
+  // Names are almost always ASCII, where a native decode is exact and fast. Otherwise map bytes
+  // by hand: TextDecoder("latin1") is windows-1252 per WHATWG and would not keep them 1:1.
+  let plain = true;
+  for (let i = 0; i < b.length; i++) if (b[i]! >= 0x80) { plain = false; break; }
+  if (plain) return ascii.decode(b);
   let s = "";
-  for (let i = 0; i < b.length; i += 8192) {
-    s += String.fromCharCode.apply(null, Array.from(b.subarray(i, Math.min(b.length, i + 8192))));
-  }
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
   return s;
 }
 
