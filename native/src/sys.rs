@@ -21,6 +21,7 @@ extern "C" {
     pub fn __libc_current_sigrtmin() -> c_int;
     pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     pub fn syscall(num: c_long, ...) -> c_long;
+    pub fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
 }
 
 pub const PROT_READ: c_int = 1;
@@ -44,6 +45,8 @@ pub const O_NONBLOCK: c_int = 0o4000;
 pub const SIG_UNBLOCK: c_int = 1;
 pub const EINTR: i32 = 4;
 pub const EAGAIN: i32 = 11;
+/// send() flag: a closed peer gives EPIPE instead of a SIGPIPE that would kill the host process.
+pub const MSG_NOSIGNAL: c_int = 0x4000;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]

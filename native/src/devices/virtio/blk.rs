@@ -53,6 +53,9 @@ impl Block {
     }
 
     fn handle(&mut self, mem: &GuestMemory, chain: &super::queue::DescChain) -> (u8, u64) {
+        if chain.readable_len() > HEADER_LEN as u64 + MAX_REQUEST {
+            return (S_IOERR, 0);
+        }
         let readable = chain.read_all(mem, HEADER_LEN + MAX_REQUEST as usize);
         if readable.len() < HEADER_LEN || chain.writable_len() < 1 {
             return (S_IOERR, 0);
@@ -232,6 +235,17 @@ mod tests {
         request(&m, &mut d, 99, 0, 512, false);
         rw.process_queue(&m, std::slice::from_mut(&mut d.q), 0).unwrap();
         assert_eq!(status(&m), S_UNSUPP);
+        // A write larger than MAX_REQUEST is refused whole, not truncated.
+        let big = GuestMemory::new(16 << 20).unwrap();
+        let mut d2 = Driver::new(8);
+        big.write_u32(0x8000, T_OUT).unwrap();
+        big.write_u64(0x8008, 0).unwrap();
+        d2.set_desc(&big, 0, 0x8000, 16, VIRTQ_DESC_F_NEXT, 1);
+        d2.set_desc(&big, 1, 0x100000, (MAX_REQUEST + 512) as u32, VIRTQ_DESC_F_NEXT, 2);
+        d2.set_desc(&big, 2, 0xa000, 1, VIRTQ_DESC_F_WRITE, 0);
+        d2.publish(&big, 0);
+        rw.process_queue(&big, std::slice::from_mut(&mut d2.q), 0).unwrap();
+        assert_eq!(big.read_u16(0xa000).unwrap() & 0xff, S_IOERR as u16);
         // Read-only disk refuses writes and keeps the file intact.
         let mut ro = Block::open(&path, true, None).unwrap();
         assert_ne!(ro.features() & VIRTIO_BLK_F_RO, 0);

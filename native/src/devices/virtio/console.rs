@@ -34,6 +34,8 @@ pub const PORT_NAME: u16 = 7;
 const CTRL_LEN: usize = 8;
 /// Bytes read from the host at once, and held at most until the guest takes them.
 const RX_CHUNK: usize = 64 * 1024;
+/// Bytes taken from one guest buffer (Linux sends at most 32 KiB per buffer); the rest is dropped.
+const TX_MAX_PER_BUFFER: usize = 1 << 20;
 /// Bound on queued control messages; a guest spamming DEVICE_READY cannot grow it further.
 const MAX_PENDING_CTRL: usize = 64;
 
@@ -118,7 +120,7 @@ impl Console {
         let mut used = false;
         while self.host.can_accept() {
             let Some(chain) = pop_valid(q, mem)? else { break };
-            let data = chain.read_all(mem, RX_CHUNK);
+            let data = chain.read_all(mem, TX_MAX_PER_BUFFER);
             if keep {
                 self.host.queue(&data);
             }
@@ -178,7 +180,13 @@ impl VirtioDevice for Console {
     }
     fn host_poll(&self) -> Option<(RawFd, i16)> {
         let fd = self.host.fd()?;
-        Some((fd, self.host.events(self.rx_pending.is_empty())))
+        // Not polling at all while there is nothing to do keeps a hung-up peer (POLLHUP is
+        // always reported) from spinning the device thread.
+        let ev = self.host.events(self.rx_pending.is_empty());
+        if ev == 0 {
+            return None;
+        }
+        Some((fd, ev))
     }
     fn process_host(&mut self, mem: &GuestMemory, queues: &mut [Queue], revents: i16) -> Result<bool, DeviceError> {
         if revents & (sys::POLLIN | sys::POLLHUP | sys::POLLERR) != 0 && self.rx_pending.is_empty() {
@@ -276,6 +284,23 @@ mod tests {
         m.read(0x70000, &mut got).unwrap();
         assert_eq!(&got, b"pong");
         assert_eq!(m.read_u32(qs[Q_PORT1_RX].used_ring + 8).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_closed_host_peer_is_dropped_not_polled() {
+        let m = GuestMemory::new(1 << 20).unwrap();
+        let (a, host) = UnixStream::pair().unwrap();
+        drop(host);
+        let mut c = Console::new("agent", HostStream::new(Some(a)));
+        let mut qs = queues(&m);
+        let mut av = [0u16; 6];
+        m.write(0x60000, b"data").unwrap();
+        let q = qs[Q_PORT1_TX].clone();
+        post(&m, &q, &mut av[Q_PORT1_TX], 0, 0x60000, 4, 0);
+        // The write hits EPIPE (sent with MSG_NOSIGNAL); the buffer still goes back to the guest.
+        assert!(c.process_queue(&m, &mut qs, Q_PORT1_TX).unwrap());
+        assert!(c.host.closed);
+        assert!(c.host_poll().is_none());
     }
 
     #[test]

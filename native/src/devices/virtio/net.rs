@@ -142,7 +142,11 @@ impl VirtioDevice for Net {
             self.rx_buf.len() < LEN_PREFIX
                 || self.rx_buf.len() < LEN_PREFIX + u32::from_be_bytes(self.rx_buf[..4].try_into().unwrap()) as usize
         };
-        Some((fd, self.host.events(want_in)))
+        let ev = self.host.events(want_in);
+        if ev == 0 {
+            return None; // see Console::host_poll: a hung-up peer must not spin the device thread
+        }
+        Some((fd, ev))
     }
     fn process_host(&mut self, mem: &GuestMemory, queues: &mut [Queue], revents: i16) -> Result<bool, DeviceError> {
         if revents & (sys::POLLIN | sys::POLLHUP | sys::POLLERR) != 0 && !self.rx_desync {
@@ -268,6 +272,6 @@ mod tests {
         host.write_all(&0xffff_fff0u32.to_be_bytes()).unwrap();
         n.process_host(&m, &mut qs, sys::POLLIN).unwrap();
         assert!(n.rx_desync);
-        assert_eq!(n.host_poll().unwrap().1 & sys::POLLIN, 0);
+        assert!(n.host_poll().map_or(true, |(_, ev)| ev & sys::POLLIN == 0));
     }
 }

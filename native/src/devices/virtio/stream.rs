@@ -2,7 +2,7 @@
 // with a bounded outgoing buffer, so a slow reader applies backpressure to the guest's queue
 // instead of blocking the device thread or growing memory without bound.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -56,16 +56,19 @@ impl HostStream {
 
     /// Writes as much buffered output as the socket takes now.
     pub fn flush(&mut self) {
-        let Some(s) = self.stream.as_mut() else { return };
+        let Some(s) = self.stream.as_ref() else { return };
+        let fd = s.as_raw_fd();
         while !self.out.is_empty() && !self.closed {
-            match s.write(&self.out) {
-                Ok(0) => self.closed = true,
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => self.closed = true,
+            let r = unsafe { sys::send(fd, self.out.as_ptr() as *const _, self.out.len(), sys::MSG_NOSIGNAL) };
+            if r > 0 {
+                self.out.drain(..r as usize);
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                ErrorKind::WouldBlock => break,
+                ErrorKind::Interrupted => continue,
+                _ => self.closed = true,
             }
         }
         if self.closed {
