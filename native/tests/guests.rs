@@ -180,3 +180,29 @@ fn host_stop_ends_a_spinning_guest_as_killed() {
     assert_eq!(exit.reason, ExitReason::Killed);
     assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
 }
+
+#[test]
+fn hostile_driver_breaks_only_its_own_device() {
+    if skip_without_kvm("hostile_driver_breaks_only_its_own_device") {
+        return;
+    }
+    let disk = scratch_dir().join("hostile.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let log = log_of("hostile");
+    let extra = format!(r#","disks":[{{"path":"{}","readOnly":true}}]"#, disk.display());
+    let cfg = VmConfig::from_json(&spec(&guest("hostile"), &extra, &log)).unwrap();
+    let vmm = Vmm::create(&cfg).unwrap();
+    vmm.start().unwrap();
+    let t = Instant::now();
+    while vmm.poll_exit().is_none() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = vmm.stats_json();
+    vmm.request_stop();
+    let exit = vmm.wait();
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(exit.reason, ExitReason::Reset, "exit {exit:?}, console: {out}");
+    assert!(out.contains("hostile done: device needs reset"), "console: {out}");
+    assert!(stats.contains("is more than a queue ahead"), "stats: {stats}");
+    assert_eq!(std::fs::read(&disk).unwrap(), vec![0u8; 4096]);
+}
