@@ -13,7 +13,7 @@ import {
   LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
   type Descriptor, type RegistryOptions,
 } from "./registry.ts";
-import { ImageStore, LAYER_FORMAT, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
+import { ImageStore, LAYER_FORMAT, sha256File, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
 import { DEFAULT_TAR_LIMITS, type TarLimits } from "./tar.ts";
 
 export type PullPolicy = "always" | "if-missing" | "never";
@@ -184,9 +184,7 @@ async function layerRecordFromStore(store: ImageStore, diffId: string, desc: Des
     if (l) return { ...l, digest: desc.digest, mediaType: desc.mediaType, size: desc.size };
   }
   const p = store.layerPath(diffId);
-  const h = new Bun.CryptoHasher("sha256");
-  for await (const c of Bun.file(p).stream()) h.update(c);
-  return { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, diffId, erofsSize: statSync(p).size, erofsSha256: h.digest("hex"), tarBytes: 0, format: LAYER_FORMAT };
+  return { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, diffId, erofsSize: statSync(p).size, erofsSha256: sha256File(p), tarBytes: 0, format: LAYER_FORMAT };
 }
 
 function validateManifest(manifest: any, name: string, maxLayerBytes: number): Descriptor[] {
@@ -255,13 +253,27 @@ export async function convertBlob(
     },
   }));
   // Pick the decompressor from the first bytes (media types are sometimes wrong).
-  const [sniff, rest] = counted.tee();
-  const reader = sniff.getReader();
+  const reader = counted.getReader();
   const first = await reader.read();
-  reader.cancel().catch(() => {});
   const magic = first.done ? new Uint8Array(0) : first.value;
   const isGzip = GZIP.every((b, i) => magic[i] === b);
   const isZstd = ZSTD.every((b, i) => magic[i] === b);
+  let pending: Uint8Array | undefined = first.done ? undefined : first.value;
+  const rest = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      if (pending) {
+        ctl.enqueue(pending);
+        pending = undefined;
+        return;
+      }
+      const r = await reader.read();
+      if (r.done) ctl.close();
+      else ctl.enqueue(r.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
   let tar: ReadableStream<Uint8Array> = rest;
   if (isGzip) tar = rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
   else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as CompressionFormat) as unknown as TransformStream<Uint8Array, Uint8Array>);
@@ -282,8 +294,7 @@ export async function convertBlob(
     rmSync(out, { force: true });
     throw new ImageError("DIGEST_MISMATCH", `uncompressed layer digest is ${gotDiff}, the image config says ${diffId}`);
   }
-  const erofsHash = new Bun.CryptoHasher("sha256");
-  for await (const c of Bun.file(out).stream()) erofsHash.update(c);
+  const erofsSha256 = sha256File(out);
   progress?.(received);
   return {
     digest: desc.digest,
@@ -291,7 +302,7 @@ export async function convertBlob(
     size: desc.size,
     diffId: gotDiff,
     erofsSize: stats.bytes,
-    erofsSha256: erofsHash.digest("hex"),
+    erofsSha256,
     tarBytes: stats.tarBytes,
     format: LAYER_FORMAT,
   };
