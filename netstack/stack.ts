@@ -183,7 +183,8 @@ export class NetStack {
 
   /** Uses an already-connected stream socket fd (the native VMM's socketpair). */
   async attachFd(fd: number): Promise<Closable> {
-    const s = await Bun.connect({ fd, socket: this.socketOptions() });
+    // Bun.connect accepts `fd` (FdSocketOptions) though its connect() overloads do not list it.
+    const s = await Bun.connect({ fd, socket: this.socketOptions() } as unknown as Parameters<typeof Bun.connect>[0]);
     return { close: () => s.end() };
   }
 

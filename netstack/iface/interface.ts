@@ -4,14 +4,14 @@
 import { BROADCAST_MAC, bytesEqual, inPrefix, ipToString, type Mac } from "../wire/address";
 import { ArpOp, ArpPacket, ArpRepr } from "../wire/arp";
 import { WireError } from "../wire/error";
-import { EtherType, EthernetFrame, EthernetRepr, ETH_HEADER_LEN, isMulticastMac } from "../wire/ethernet";
+import { EtherType, EthernetFrame, EthernetRepr, ETH_HEADER_LEN, ETH_DST, ETH_SRC, isMulticastMac, macAt } from "../wire/ethernet";
 import { Icmpv4Packet, Icmpv4Repr, type Icmpv4Repr as Icmpv4ReprT } from "../wire/icmpv4";
 import { Icmpv6Packet, Icmpv6Repr, type Icmpv6Repr as Icmpv6ReprT } from "../wire/icmpv6";
 import { IpProto, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN } from "../wire/ipv4";
 import { Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN, solicitedNode } from "../wire/ipv6";
 import { TcpFlag, TcpPacket, TcpRepr } from "../wire/tcp";
 import { UdpPacket, UdpRepr, UDP_HEADER_LEN } from "../wire/udp";
-import { allocFrame } from "../phy/framing";
+import { allocFrame, FRAME_LEN_BYTES as F } from "../phy/framing";
 import { TcpConnection, type Endpoint, type TcpConfig, type TcpEnv } from "../tcp/connection";
 
 export interface InterfaceConfig {
@@ -115,19 +115,24 @@ export class Interface {
 
   private receiveFrame(buf: Uint8Array): void {
     const eth = EthernetFrame.newChecked(buf);
-    const er = EthernetRepr.parse(eth);
-    if (!bytesEqual(er.dst, this.cfg.gatewayMac) && !isMulticastMac(er.dst)) return this.drop("not-for-us");
-    if (isMulticastMac(er.src)) return this.drop("multicast-source");
-    switch (er.etherType) {
-      case EtherType.ARP: return this.onArp(er.src, eth.payload);
-      case EtherType.IPv4: return this.onIpv4(er.src, eth.payload);
-      case EtherType.IPv6: return this.onIpv6(er.src, eth.payload);
+    // Addresses are compared in place: allocating views per frame shows up in profiles.
+    if (!macAt(buf, ETH_DST, this.cfg.gatewayMac) && (buf[ETH_DST]! & 1) === 0) return this.drop("not-for-us");
+    if (buf[ETH_SRC]! & 1) return this.drop("multicast-source");
+    switch (eth.etherType) {
+      case EtherType.ARP: return this.onArp(eth.src, eth.payload);
+      case EtherType.IPv4: return this.onIpv4(buf, eth.payload);
+      case EtherType.IPv6: return this.onIpv6(eth.src, eth.payload);
       default: return this.drop("ethertype");
     }
   }
 
   private learn(mac: Mac): void {
     if (!this.guestMac || !bytesEqual(this.guestMac, mac)) this.guestMac = mac.slice();
+  }
+
+  /** Learns the guest's MAC from a frame's source field without allocating when it is unchanged. */
+  private learnFrom(frame: Uint8Array): void {
+    if (!this.guestMac || !macAt(frame, ETH_SRC, this.guestMac)) this.guestMac = frame.slice(ETH_SRC, ETH_SRC + 6);
   }
 
   // ---- ARP ----
@@ -138,19 +143,19 @@ export class Interface {
     if (bytesEqual(arp.senderIp, this.cfg.guestIPv4)) this.learn(src);
     if (arp.op !== ArpOp.Request) return;
     if (!bytesEqual(arp.targetIp, this.cfg.gatewayIPv4) && !bytesEqual(arp.targetIp, this.cfg.dnsIPv4)) return;
-    const { framed, frame } = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: src, etherType: EtherType.ARP }, frame);
+    const framed = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: src, etherType: EtherType.ARP }, framed, F);
     ArpRepr.emit({ op: ArpOp.Reply, senderMac: this.cfg.gatewayMac, senderIp: arp.targetIp, targetMac: arp.senderMac, targetIp: arp.senderIp },
-      frame.subarray(ETH_HEADER_LEN));
+      framed.subarray(F + ETH_HEADER_LEN));
     this.transmit(framed);
   }
 
   /** Asks the guest for its MAC (needed before the first stack-initiated packet if the guest was silent). */
   private arpForGuest(): void {
-    const { framed, frame } = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: BROADCAST_MAC, etherType: EtherType.ARP }, frame);
+    const framed = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: BROADCAST_MAC, etherType: EtherType.ARP }, framed, F);
     ArpRepr.emit({ op: ArpOp.Request, senderMac: this.cfg.gatewayMac, senderIp: this.cfg.gatewayIPv4, targetMac: new Uint8Array(6), targetIp: this.cfg.guestIPv4 },
-      frame.subarray(ETH_HEADER_LEN));
+      framed.subarray(F + ETH_HEADER_LEN));
     this.transmit(framed);
   }
 
@@ -165,11 +170,11 @@ export class Interface {
     return bytesEqual(a, this.cfg.gatewayIPv4) || bytesEqual(a, this.cfg.dnsIPv4);
   }
 
-  private onIpv4(src: Mac, payload: Uint8Array): void {
+  private onIpv4(frame: Uint8Array, payload: Uint8Array): void {
     const pkt = Ipv4Packet.newChecked(payload);
     const ip = Ipv4Repr.parse(pkt);
     if (!bytesEqual(ip.src, this.cfg.guestIPv4)) return this.drop("ipv4-source");
-    this.learn(src);
+    this.learnFrom(frame);
     const body = pkt.payload;
     switch (ip.protocol) {
       case IpProto.TCP: return this.onTcp(4, ip.src, ip.dst, body);
@@ -208,11 +213,11 @@ export class Interface {
     const ipLen = family === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN;
     let dstMac = this.guestMac;
     if (!dstMac) { this.arpForGuest(); dstMac = BROADCAST_MAC; }
-    const { framed, frame } = allocFrame(ETH_HEADER_LEN + ipLen + payloadLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: dstMac, etherType: family === 4 ? EtherType.IPv4 : EtherType.IPv6 }, frame);
-    if (family === 4) Ipv4Repr.emit({ src, dst, protocol: proto, payloadLen, ttl: 64 }, frame, ETH_HEADER_LEN);
-    else Ipv6Repr.emit({ src, dst, nextHeader: proto, payloadLen, hopLimit: 64 }, frame, ETH_HEADER_LEN);
-    return { framed, frame, off: ETH_HEADER_LEN + ipLen };
+    const framed = allocFrame(ETH_HEADER_LEN + ipLen + payloadLen);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: dstMac, etherType: family === 4 ? EtherType.IPv4 : EtherType.IPv6 }, framed, F);
+    if (family === 4) Ipv4Repr.emit({ src, dst, protocol: proto, payloadLen, ttl: 64 }, framed, F + ETH_HEADER_LEN);
+    else Ipv6Repr.emit({ src, dst, nextHeader: proto, payloadLen, hopLimit: 64 }, framed, F + ETH_HEADER_LEN);
+    return { framed, frame: framed, off: F + ETH_HEADER_LEN + ipLen };
   }
 
   // ---- IPv6 ----
@@ -280,11 +285,11 @@ export class Interface {
   private sendIcmpv6(src: Uint8Array, dst: Uint8Array, r: Icmpv6ReprT, dstMac?: Mac): void {
     const len = Icmpv6Repr.bufferLen(r);
     const hop = r.kind === "neighborAdvert" || r.kind === "routerAdvert" ? 255 : 64;
-    const { framed, frame } = allocFrame(ETH_HEADER_LEN + IPV6_HEADER_LEN + len);
+    const framed = allocFrame(ETH_HEADER_LEN + IPV6_HEADER_LEN + len);
     const mac = dstMac ?? this.guestMac ?? BROADCAST_MAC;
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: mac, etherType: EtherType.IPv6 }, frame);
-    Ipv6Repr.emit({ src, dst, nextHeader: IpProto.ICMPv6, payloadLen: len, hopLimit: hop }, frame, ETH_HEADER_LEN);
-    Icmpv6Repr.emit(r, frame, ETH_HEADER_LEN + IPV6_HEADER_LEN, src, dst);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: mac, etherType: EtherType.IPv6 }, framed, F);
+    Ipv6Repr.emit({ src, dst, nextHeader: IpProto.ICMPv6, payloadLen: len, hopLimit: hop }, framed, F + ETH_HEADER_LEN);
+    Icmpv6Repr.emit(r, framed, F + ETH_HEADER_LEN + IPV6_HEADER_LEN, src, dst);
     this.transmit(framed);
   }
 
@@ -359,14 +364,11 @@ export class Interface {
   }
 
   private emitTcp(ep: Endpoint, r: Omit<TcpRepr, "srcPort" | "dstPort" | "payload">, payloadLen: number, fill?: (dst: Uint8Array, off: number) => void): void {
-    const repr: TcpRepr = { ...r, srcPort: ep.localPort, dstPort: ep.guestPort, payload: EMPTY };
+    const repr: TcpRepr = { srcPort: ep.localPort, dstPort: ep.guestPort, seq: r.seq, ack: r.ack, flags: r.flags, window: r.window, options: r.options, payload: EMPTY };
     const hl = TcpRepr.headerLen(repr);
     const f = this.ipFrame(ep.family, ep.localIp, ep.guestIp, IpProto.TCP, hl + payloadLen);
-    if (payloadLen && fill) {
-      fill(f.frame, f.off + hl);
-      repr.payload = f.frame.subarray(f.off + hl, f.off + hl + payloadLen);
-    }
-    TcpRepr.emit(repr, f.frame, f.off, ep.localIp, ep.guestIp, false);
+    if (payloadLen && fill) fill(f.frame, f.off + hl);
+    TcpRepr.emit(repr, f.frame, f.off, ep.localIp, ep.guestIp, payloadLen && fill ? payloadLen : 0);
     this.transmit(f.framed);
   }
 

@@ -32,8 +32,8 @@ test("what the sink does not take is kept and resent on drain, in order", async 
   let writable = 0;
   enc.onWritable = () => writable++;
   for (const body of [[1, 2, 3], [4, 5, 6, 7]]) {
-    const { framed: fr, frame } = allocFrame(body.length);
-    frame.set(body);
+    const fr = allocFrame(body.length);
+    fr.set(body, 4);
     enc.send(fr);
   }
   await Promise.resolve();
@@ -44,4 +44,20 @@ test("what the sink does not take is kept and resent on drain, in order", async 
   expect(received).toEqual([...framed([1, 2, 3], [4, 5, 6, 7])]);
   expect(writable).toBe(1);
   expect(enc.bufferedBytes).toBe(0);
+});
+
+test("large frames arriving in random chunk sizes come out whole and in order", () => {
+  const frames = [70000 - 18, 1, 65535, 1500, 3, 40000].map((n, k) => Array.from({ length: Math.min(n, 65553) }, (_, i) => (i * 7 + k) & 0xff));
+  const stream = framed(...frames);
+  let x = 99;
+  const d = new FrameDecoder();
+  const got: number[][] = [];
+  for (let o = 0; o < stream.length; ) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const n = 1 + (x % 30000);
+    d.push(stream.subarray(o, o + n), (f) => got.push([...f]));
+    o += n;
+  }
+  expect(got.length).toBe(frames.length);
+  expect(got).toEqual(frames);
 });

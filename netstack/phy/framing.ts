@@ -13,6 +13,9 @@ export const FRAME_LEN_BYTES = 4;
 /** Largest frame accepted from the guest: a 65535-byte IP packet plus Ethernet and VLAN headers. */
 export const MAX_FRAME_LEN = 65535 + 18;
 
+const COALESCE_LIMIT = 16 << 10;
+const BATCH_BYTES = 256 << 10;
+
 export class FrameStreamError extends Error {
   constructor(message: string) {
     super(message);
@@ -22,30 +25,60 @@ export class FrameStreamError extends Error {
 
 /** Splits a byte stream into frames; frames are views into the received chunks (copy to keep). */
 export class FrameDecoder {
-  private pending: Uint8Array | null = null;
+  /** Bytes of an incomplete frame, kept as received chunks so a 64 KiB frame is copied once, not per read. */
+  private parts: Uint8Array[] = [];
+  private partsLen = 0;
+  private need = -1; // total bytes (length prefix + frame) of the frame being collected
   constructor(private readonly maxFrame = MAX_FRAME_LEN) {}
+
+  private frameLen(b: Uint8Array, off: number): number {
+    const len = ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
+    if (len === 0 || len > this.maxFrame)
+      throw new FrameStreamError(`frame length ${len} is outside 1..${this.maxFrame}: the net stream is corrupt or not u32-BE framed`);
+    return len;
+  }
 
   /** Feeds a chunk; calls `onFrame` for each complete frame. Throws on a length no guest may send. */
   push(chunk: Uint8Array, onFrame: (frame: Uint8Array) => void): void {
     let buf = chunk;
-    if (this.pending) {
-      const merged = new Uint8Array(this.pending.length + chunk.length);
-      merged.set(this.pending);
-      merged.set(chunk, this.pending.length);
-      buf = merged;
-      this.pending = null;
+    if (this.parts.length) {
+      if (this.need < 0 && this.partsLen + chunk.length >= FRAME_LEN_BYTES) {
+        const head = this.concat(chunk, FRAME_LEN_BYTES);
+        this.need = FRAME_LEN_BYTES + this.frameLen(head, 0);
+      }
+      if (this.need < 0 || this.partsLen + chunk.length < this.need) {
+        this.parts.push(chunk.slice());
+        this.partsLen += chunk.length;
+        return;
+      }
+      buf = this.concat(chunk, this.partsLen + chunk.length);
+      this.parts = [];
+      this.partsLen = 0;
+      this.need = -1;
     }
     let off = 0;
     while (buf.length - off >= FRAME_LEN_BYTES) {
-      const len = ((buf[off]! << 24) | (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!) >>> 0;
-      if (len === 0 || len > this.maxFrame)
-        throw new FrameStreamError(`frame length ${len} is outside 1..${this.maxFrame}: the net stream is corrupt or not u32-BE framed`);
+      const len = this.frameLen(buf, off);
       if (buf.length - off - FRAME_LEN_BYTES < len) break;
       onFrame(buf.subarray(off + FRAME_LEN_BYTES, off + FRAME_LEN_BYTES + len));
       off += FRAME_LEN_BYTES + len;
     }
     // Copy the tail: the caller's chunk may be reused once we return.
-    if (off < buf.length) this.pending = buf.slice(off);
+    if (off < buf.length) {
+      const tail = buf.slice(off);
+      this.parts = [tail];
+      this.partsLen = tail.length;
+      this.need = tail.length >= FRAME_LEN_BYTES ? FRAME_LEN_BYTES + this.frameLen(tail, 0) : -1;
+    }
+  }
+
+  /** The first `n` bytes of parts + chunk as one buffer. */
+  private concat(chunk: Uint8Array, n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const p of this.parts) { const k = Math.min(p.length, n - o); out.set(k === p.length ? p : p.subarray(0, k), o); o += k; if (o >= n) return out; }
+    out.set(chunk.subarray(0, n - o), o);
+    return out;
   }
 }
 
@@ -88,17 +121,39 @@ export class FrameEncoder {
   flush(): void {
     this.scheduled = false;
     if (this.closed || this.backlog || this.queue.length === 0) return;
-    let data: Uint8Array;
-    if (this.queue.length === 1) data = this.queue[0]!;
-    else {
-      data = new Uint8Array(this.queuedBytes);
-      let o = 0;
-      for (const f of this.queue) { data.set(f, o); o += f.length; }
-    }
+    const queue = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
-    const n = this.sink.write(data);
-    if (n < data.length) this.backlog = data.subarray(Math.max(0, n));
+    // Small frames are coalesced into one write (one syscall for a burst of ACKs or 1500-byte
+    // segments); large frames go out as they are, sparing a copy.
+    let i = 0;
+    while (i < queue.length) {
+      let data: Uint8Array;
+      if (queue[i]!.length >= COALESCE_LIMIT) data = queue[i++]!;
+      else {
+        let j = i, n = 0;
+        while (j < queue.length && queue[j]!.length < COALESCE_LIMIT && n < BATCH_BYTES) n += queue[j++]!.length;
+        if (j === i + 1) data = queue[i]!;
+        else {
+          data = new Uint8Array(n);
+          let o = 0;
+          for (let k = i; k < j; k++) { data.set(queue[k]!, o); o += queue[k]!.length; }
+        }
+        i = j;
+      }
+      const w = this.sink.write(data);
+      if (w < data.length) {
+        // Keep the unsent rest and everything after it, in order.
+        const rest = [data.subarray(Math.max(0, w)), ...queue.slice(i)];
+        let total = 0;
+        for (const r of rest) total += r.length;
+        const b = new Uint8Array(total);
+        let o = 0;
+        for (const r of rest) { b.set(r, o); o += r.length; }
+        this.backlog = b;
+        return;
+      }
+    }
   }
 
   /** The sink can take more: resend the backlog, then whatever queued meanwhile. */
@@ -120,8 +175,7 @@ export class FrameEncoder {
   }
 }
 
-/** A zeroed buffer for one outgoing frame of `len` bytes with the length prefix's headroom in front. */
-export function allocFrame(len: number): { framed: Uint8Array; frame: Uint8Array } {
-  const framed = new Uint8Array(FRAME_LEN_BYTES + len);
-  return { framed, frame: framed.subarray(FRAME_LEN_BYTES) };
+/** A zeroed buffer for one outgoing frame of `len` bytes; the frame starts at FRAME_LEN_BYTES (room for the length prefix). */
+export function allocFrame(len: number): Uint8Array {
+  return new Uint8Array(FRAME_LEN_BYTES + len);
 }

@@ -28,7 +28,8 @@ function setup(opts: { accept?: number; rcvBuf?: number; state?: "CONNECTING" | 
     write(d: Uint8Array) { const n = Math.min(d.length, this.accept); this.accept -= n; if (n) this.written.push(...d.subarray(0, n)); return n; },
     shutdown() { this.calls.push("shutdown"); }, pause() { this.calls.push("pause"); }, resume() { this.calls.push("resume"); },
     close() { this.calls.push("close"); }, abort() { this.calls.push("abort"); },
-  } satisfies Upstream & Record<string, unknown>;
+  };
+  up satisfies Upstream;
   const c = new TcpConnection({ family: 4, localIp: new Uint8Array(4), localPort: 80, guestIp: new Uint8Array(4), guestPort: 4000 }, "k", env,
     { mss: 1460, rcvBuf: opts.rcvBuf ?? 65536, sndBuf: 8000, timeWaitMs: 1000, maxRetries: 3 }, opts.state ?? "CONNECTING");
   const seg = (r: Partial<TcpRepr>): TcpRepr => ({ srcPort: 4000, dstPort: 80, seq: 0, ack: null, flags: 0, window: 1000, options: {}, payload: new Uint8Array(0), ...r });
@@ -97,9 +98,11 @@ describe("receiving from the guest", () => {
     expect(t.up.written).toEqual([]);
     expect(t.out.at(-1)!.ack).toBe(1001); // immediate duplicate ACK for fast retransmit
     t.c.onSegment(t.data(1001, [1, 2, 3]));
+    t.c.flushAck();
     expect(t.up.written).toEqual([1, 2, 3, 4, 5, 6]);
     t.c.onSegment(t.data(1001, [1, 2, 3])); // duplicate
     t.c.onSegment(t.data(1003, [3, 4, 5, 6, 7])); // overlapping
+    t.c.flushAck();
     expect(t.up.written).toEqual([1, 2, 3, 4, 5, 6, 7]);
     t.c.flushAck();
     expect(t.out.at(-1)!.ack).toBe(1008);

@@ -324,14 +324,11 @@ export class TcpConnection {
     if (this.guestFin) return;
     if (data.length) {
       this.rcvNxt = seqAdd(this.rcvNxt, data.length);
-      let off = 0;
-      if (this.pendingBytes === 0 && this.upstream) off = Math.max(0, this.upstream.write(data));
-      if (off < data.length) {
-        // Frames are views into the link's receive buffer: copy what we keep.
-        const rest = data.slice(off);
-        this.pending.push(rest);
-        this.pendingBytes += rest.length;
-      }
+      // Held until the end of the frame batch, then written to the upstream in one call: one
+      // syscall per batch instead of per segment. Frames are views into the link's receive
+      // buffer, so what we keep is copied.
+      this.pending.push(data.slice());
+      this.pendingBytes += data.length;
     }
     if (fin) {
       this.rcvNxt = seqAdd(this.rcvNxt, 1);
@@ -385,6 +382,12 @@ export class TcpConnection {
 
   private flushPending(): void {
     const before = this.rcvWindow();
+    if (this.pending.length > 1) {
+      const all = new Uint8Array(this.pendingBytes);
+      let o = 0;
+      for (const p of this.pending) { all.set(p, o); o += p.length; }
+      this.pending = [all];
+    }
     while (this.pending.length && this.upstream) {
       const d = this.pending[0]!;
       const n = Math.max(0, this.upstream.write(d));
@@ -472,8 +475,9 @@ export class TcpConnection {
     this.env.emit(this.ep, { seq, ack: null, flags: TcpFlag.RST, window: 0, options: {} }, 0);
   }
 
-  /** Sends a pending delayed ACK (the interface calls this after each batch of frames). */
+  /** End of a frame batch: hand the batch's data to the upstream, then send the coalesced ACK. */
   flushAck(): void {
+    if (this.pendingBytes && this.state !== "CLOSED") this.flushPending();
     if (this.ackNeeded) this.sendAck();
   }
 

@@ -8,7 +8,19 @@ use std::os::unix::net::UnixStream;
 
 extern "C" {
     fn ioctl(fd: i32, req: u64, ...) -> i32;
+    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+    fn poll(fds: *mut PollFd, n: u64, timeout: i32) -> i32;
 }
+
+#[repr(C)]
+struct PollFd { fd: i32, events: i16, revents: i16 }
+
+const F_GETFL: i32 = 3;
+const F_SETFL: i32 = 4;
+const O_NONBLOCK: i32 = 0o4000;
+const POLLIN: i16 = 1;
+/** Frames read back to back are sent in one write of up to this many bytes (fewer syscalls, like a batching VMM). */
+const BATCH: usize = 256 * 1024;
 
 const TUNSETIFF: u64 = 0x400454ca;
 const IFF_TAP: i16 = 0x0002;
@@ -38,11 +50,30 @@ fn main() {
     let mut sock_w = sock.try_clone().unwrap();
     let mut sock_r = std::io::BufReader::with_capacity(1 << 20, sock);
     let t = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 4 + 65536 + 64];
+        let fd = tap_r.as_raw_fd();
+        unsafe { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) };
+        let mut buf = vec![0u8; BATCH + 4 + 65536 + 64];
+        let mut used = 0usize;
         loop {
-            let n = match tap_r.read(&mut buf[4..]) { Ok(0) => return, Ok(n) => n, Err(e) => { if e.raw_os_error() == Some(4) { continue; } return; } };
-            buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-            if sock_w.write_all(&buf[..4 + n]).is_err() { return; }
+            match tap_r.read(&mut buf[used + 4..used + 4 + 65536 + 64]) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf[used..used + 4].copy_from_slice(&(n as u32).to_be_bytes());
+                    used += 4 + n;
+                    if used < BATCH { continue; }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if used == 0 {
+                        let mut p = PollFd { fd, events: POLLIN, revents: 0 };
+                        unsafe { poll(&mut p, 1, -1) };
+                        continue;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(4) => continue,
+                Err(_) => return,
+            }
+            if sock_w.write_all(&buf[..used]).is_err() { return; }
+            used = 0;
         }
     });
     let mut frame = vec![0u8; 65536 + 64];

@@ -32,13 +32,18 @@ export const EthernetRepr = {
     return { src: f.src, dst: f.dst, etherType: f.etherType };
   },
   bufferLen: ETH_HEADER_LEN,
-  emit(r: EthernetRepr, buf: Uint8Array): void {
-    buf.set(r.dst, ETH_DST);
-    buf.set(r.src, ETH_SRC);
-    buf[ETH_TYPE] = r.etherType >> 8;
-    buf[ETH_TYPE + 1] = r.etherType & 0xff;
+  emit(r: EthernetRepr, buf: Uint8Array, off = 0): void {
+    for (let i = 0; i < 6; i++) { buf[off + ETH_DST + i] = r.dst[i]!; buf[off + ETH_SRC + i] = r.src[i]!; }
+    buf[off + ETH_TYPE] = r.etherType >> 8;
+    buf[off + ETH_TYPE + 1] = r.etherType & 0xff;
   },
 };
+
+/** True if the 6 bytes at `buf[off]` equal `mac` (no view allocated: this runs per frame). */
+export function macAt(buf: Uint8Array, off: number, mac: Mac): boolean {
+  for (let i = 0; i < 6; i++) if (buf[off + i] !== mac[i]) return false;
+  return true;
+}
 
 /** True for group (multicast or broadcast) destination addresses. */
 export const isMulticastMac = (m: Mac) => (m[0]! & 1) === 1;

@@ -69,8 +69,7 @@ export const Ipv4Repr = {
     buf[off + IPV4_PROTO] = r.protocol;
     buf[off + IPV4_CHECKSUM] = 0;
     buf[off + IPV4_CHECKSUM + 1] = 0;
-    buf.set(r.src, off + IPV4_SRC);
-    buf.set(r.dst, off + IPV4_DST);
+    for (let i = 0; i < 4; i++) { buf[off + IPV4_SRC + i] = r.src[i]!; buf[off + IPV4_DST + i] = r.dst[i]!; }
     const c = checksum(buf, off, off + IPV4_HEADER_LEN);
     buf[off + IPV4_CHECKSUM] = c >> 8;
     buf[off + IPV4_CHECKSUM + 1] = c & 0xff;

@@ -94,6 +94,8 @@ export function parseTcpOptions(opts: Uint8Array): TcpOptions {
   return out;
 }
 
+const NO_OPTIONS: TcpOptions = Object.freeze({}) as TcpOptions;
+
 export interface TcpRepr {
   srcPort: number;
   dstPort: number;
@@ -123,7 +125,7 @@ export const TcpRepr = {
       ack: flags & TcpFlag.ACK ? p.ack : null,
       flags: flags & (TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST | TcpFlag.PSH),
       window: p.window,
-      options: parseTcpOptions(p.options),
+      options: p.headerLen > TCP_HEADER_LEN ? parseTcpOptions(p.options) : NO_OPTIONS,
       payload: p.payload,
     };
   },
@@ -135,8 +137,11 @@ export const TcpRepr = {
     if (r.options.sack?.length) n += 4 + 8 * r.options.sack.length; // NOP NOP + 2 + 8n
     return n;
   },
-  /** Writes header and checksum; the payload must already be at `off + headerLen` unless `r.payload` is given to copy. */
-  emit(r: TcpRepr, buf: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array, copyPayload = true): number {
+  /**
+   * Writes header and checksum. With `inPlaceLen` the payload (that many bytes) is already at
+   * `off + headerLen` and `r.payload` is ignored; otherwise `r.payload` is copied there.
+   */
+  emit(r: TcpRepr, buf: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array, inPlaceLen = -1): number {
     const hl = TcpRepr.headerLen(r);
     const b = buf;
     b[off] = r.srcPort >> 8; b[off + 1] = r.srcPort & 0xff;
@@ -161,8 +166,8 @@ export const TcpRepr = {
         o += 8;
       }
     }
-    if (copyPayload && r.payload.length) b.set(r.payload, o);
-    const len = hl + r.payload.length;
+    if (inPlaceLen < 0 && r.payload.length) b.set(r.payload, o);
+    const len = hl + (inPlaceLen < 0 ? r.payload.length : inPlaceLen);
     const c = fold(sumWords(b, off, off + len, pseudoSum(src, dst, IpProto.TCP, len)));
     b[off + TCP_CHECKSUM] = c >> 8; b[off + TCP_CHECKSUM + 1] = c & 0xff;
     return len;

@@ -97,7 +97,7 @@ describe("ipv4", () => {
   });
   test("bad checksum, wrong version, fragments", () => {
     const d = ipv4Datagram(17, new Uint8Array(8));
-    const bad = d.slice(); bad[8] ^= 1;
+    const bad = d.slice(); bad[8] = bad[8]! ^ 1;
     expect(code(() => Ipv4Repr.parse(Ipv4Packet.newChecked(bad)))).toBe("checksum");
     const frag = ipv4Datagram(17, new Uint8Array(8));
     frag[6] = 0x20; frag[10] = frag[11] = 0;
@@ -141,7 +141,7 @@ describe("udp", () => {
     expect(code(() => UdpPacket.newChecked(new Uint8Array(7)))).toBe("truncated");
   });
   test("bad checksum; zero checksum allowed over IPv4 only", () => {
-    const b = dgram(); b[9] ^= 0xff;
+    const b = dgram(); b[9] = b[9]! ^ 0xff;
     expect(code(() => UdpRepr.parse(UdpPacket.newChecked(b), A, B))).toBe("checksum");
     const z = dgram(); z[6] = z[7] = 0;
     expect(code(() => UdpRepr.parse(UdpPacket.newChecked(z), A, B))).toBe("ok");
@@ -166,7 +166,7 @@ describe("tcp", () => {
     expect(code(() => TcpPacket.newChecked(new Uint8Array(19)))).toBe("truncated");
   });
   test("bad checksum and illegal flag combinations", () => {
-    const b = tcpSegment(); b[20] ^= 1;
+    const b = tcpSegment(); b[20] = b[20]! ^ 1;
     expect(code(() => TcpRepr.parse(TcpPacket.newChecked(b), A, B))).toBe("checksum");
     expect(code(() => TcpRepr.parse(TcpPacket.newChecked(tcpSegment({ flags: 3 })), A, B))).toBe("malformed");
     expect(code(() => TcpRepr.parse(TcpPacket.newChecked(tcpSegment({ flags: 6 })), A, B))).toBe("malformed");
@@ -188,7 +188,7 @@ describe("icmp", () => {
     Icmpv4Repr.emit({ kind: "echoRequest", ident: 7, seq: 9, data: new Uint8Array([1, 2, 3, 4]) }, b);
     const r = Icmpv4Repr.parse(Icmpv4Packet.newChecked(b));
     expect(r).toMatchObject({ kind: "echoRequest", ident: 7, seq: 9 });
-    b[9] ^= 1;
+    b[9] = b[9]! ^ 1;
     expect(code(() => Icmpv4Repr.parse(Icmpv4Packet.newChecked(b)))).toBe("checksum");
     expect(code(() => Icmpv4Packet.newChecked(new Uint8Array(7)))).toBe("truncated");
   });
