@@ -9,6 +9,7 @@ import { FrameDecoder, FrameEncoder, FrameStreamError, type ByteSink } from "./p
 import { defaultPolicy, type Destination, type EgressPolicy } from "./policy/policy";
 import { parsePortSpec, type PortSpec } from "./ports/ports";
 import { SocketUpstream, connectHost, socketHandlers } from "./proxy/tcp";
+import { MemoryBudget } from "./tcp/budget";
 import type { TcpConnection } from "./tcp/connection";
 import { UdpNat } from "./udp/nat";
 import { bytesEqual, ipToString, parseCidr, parseIpv4, parseIpv6, parseMac } from "./wire/address";
@@ -33,7 +34,11 @@ export interface NetStackOptions {
   hostAliases?: string[];
   /** `[IP:]HOST:GUEST[/udp]` strings or parsed specs; bound by `start()`. */
   publishedPorts?: Array<string | PortSpec>;
-  tcp?: { rcvBuf?: number; sndBuf?: number; timeWaitMs?: number; maxConnections?: number; maxRetries?: number };
+  /**
+   * TCP bounds. rcvBuf/sndBuf are per connection (window and send queue, default 4 MiB each);
+   * memoryLimit caps what all connections hold together (default 256 MiB).
+   */
+  tcp?: { rcvBuf?: number; sndBuf?: number; memoryLimit?: number; timeWaitMs?: number; maxConnections?: number; maxRetries?: number };
   udp?: { idleMs?: number; maxFlows?: number };
   /** Bytes of frames queued toward the guest before senders hold back. */
   linkHighWater?: number;
@@ -108,6 +113,7 @@ export class NetStack {
       tcp: {
         rcvBuf: o.tcp?.rcvBuf ?? 4 << 20, sndBuf: o.tcp?.sndBuf ?? 4 << 20,
         timeWaitMs: o.tcp?.timeWaitMs ?? 30_000, maxRetries: o.tcp?.maxRetries ?? 12,
+        budget: new MemoryBudget(o.tcp?.memoryLimit ?? 256 << 20),
       },
       maxTcpConnections: o.tcp?.maxConnections ?? 4096,
     }, {

@@ -335,6 +335,7 @@ export class Interface {
       else this.emitTcp(ep, { seq: 0, ack: (seg.seq + len) >>> 0, flags: TcpFlag.RST, window: 0, options: {} }, 0);
       return;
     }
+    if (this.tcp.size >= this.cfg.maxTcpConnections) this.evictTimeWait();
     if (this.tcp.size >= this.cfg.maxTcpConnections) {
       this.drop("tcp-connection-limit");
       this.emitTcp(ep, { seq: 0, ack: (seg.seq + 1) >>> 0, flags: TcpFlag.RST, window: 0, options: {} }, 0);
@@ -346,8 +347,14 @@ export class Interface {
     if (!this.h.tcpConnect(conn, { family, ip: ep.localIp, port: ep.localPort })) conn.reset(true);
   }
 
+  /** At the connection limit, the oldest TIME_WAIT entry gives way: it only guards against stray old segments. */
+  private evictTimeWait(): void {
+    for (const c of this.tcp.values()) if (c.state === "TIME_WAIT") { c.finish(); return; }
+  }
+
   /** Opens a connection into the guest (published ports): from the gateway address to guest:port. */
   connectToGuest(family: 4 | 6, guestPort: number): TcpConnection | null {
+    if (this.tcp.size >= this.cfg.maxTcpConnections) this.evictTimeWait();
     if (this.tcp.size >= this.cfg.maxTcpConnections) return null;
     const localIp = family === 4 ? this.cfg.gatewayIPv4 : this.cfg.gatewayIPv6;
     const guestIp = family === 4 ? this.cfg.guestIPv4 : this.cfg.guestIPv6;

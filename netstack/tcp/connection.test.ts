@@ -246,3 +246,33 @@ describe("RST in every state", () => {
     expect(t.c.state).toBe("CLOSED");
   });
 });
+
+describe("shared memory budget", () => {
+  test("connections together stay within the budget: upstreams pause, windows close, and resume when it frees", async () => {
+    const { MemoryBudget } = await import("./budget");
+    const budget = new MemoryBudget(10_000);
+    const mk = () => {
+      const t = setup();
+      // Re-create with the budget attached (setup() builds without one).
+      const c = new TcpConnection(t.c.ep, "b", (t.c as unknown as { env: TcpEnv }).env,
+        { mss: 1460, rcvBuf: 65536, sndBuf: 8000, timeWaitMs: 1000, maxRetries: 3, budget }, "CONNECTING");
+      c.acceptSyn(t.seg({ seq: 1000, flags: TcpFlag.SYN, window: 0, options: { mss: 1000 } }));
+      c.upstreamOpened(t.up);
+      c.onSegment(t.seg({ seq: 1001, ack: c.sndNxt, window: 0 }));
+      return { c, up: t.up, seg: t.seg };
+    };
+    const a = mk(), b = mk();
+    a.c.upstreamData(new Uint8Array(7000)); // guest window 0: everything stays queued
+    expect(a.up.calls).not.toContain("pause");
+    b.c.upstreamData(new Uint8Array(3500));
+    expect(budget.used).toBe(10_500);
+    expect(b.up.calls).toContain("pause"); // over the shared limit although under its own sndBuf
+    expect(a.c.rcvWindow()).toBe(0); // and no connection offers the guest more room
+    a.c.onSegment(a.seg({ seq: 1001, ack: a.c.sndUna, window: 8000 })); // a's guest opens its window
+    a.c.onSegment(a.seg({ seq: 1001, ack: (a.c.sndUna + 7000) >>> 0, window: 8000 })); // and takes all of a's data
+    expect(budget.used).toBe(3500);
+    expect(b.up.calls.at(-1)).toBe("resume");
+    a.c.reset(false); b.c.reset(false);
+    expect(budget.used).toBe(0);
+  });
+});

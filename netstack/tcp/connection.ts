@@ -3,6 +3,7 @@
 // only what the upstream has taken or can hold within the advertised window, so a slow upstream
 // closes the guest's window and a slow guest pauses the upstream — memory stays bounded both ways.
 import { TcpFlag, type TcpOptions, type TcpRepr } from "../wire/tcp";
+import { MemoryBudget } from "./budget";
 import { ByteQueue } from "./byte-queue";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq";
 
@@ -51,6 +52,8 @@ export interface TcpConfig {
   timeWaitMs: number;
   /** Give up after this many retransmissions of the same data without progress. */
   maxRetries: number;
+  /** Shared by all connections of a stack; absent in unit tests (then only the per-connection bounds apply). */
+  budget?: MemoryBudget;
 }
 
 export const RTO_MIN_MS = 200;
@@ -100,6 +103,8 @@ export class TcpConnection {
   private persistBackoff = 0;
   // guest options seen on its SYN
   private guestWscale: number | undefined;
+  private accounted = 0; // bytes currently charged to the shared budget
+  private readonly retryResume = () => this.tryResume();
 
   constructor(
     readonly ep: Endpoint,
@@ -177,7 +182,7 @@ export class TcpConnection {
     if (!this.acceptable(seg.seq, segLen)) {
       if (seg.flags & TcpFlag.RST) return;
       // With our window closed, the guest's ACKs (and window updates) still count (RFC 9293 §3.10.7.4).
-      if (seg.seq === this.rcvNxt && seg.ack !== null && this.state !== "SYN_RECEIVED" && this.processAck(seg)) this.output();
+      if (seg.seq === this.rcvNxt && seg.ack !== null && this.state !== "SYN_RECEIVED" && this.processAck(seg)) { this.output(); this.sync(); }
       this.sendAck();
       return;
     }
@@ -203,6 +208,7 @@ export class TcpConnection {
     } else if (!this.processAck(seg)) return;
     if (seg.payload.length || seg.flags & TcpFlag.FIN) this.processData(seg);
     this.output();
+    this.sync();
   }
 
   private onSegmentSynSent(seg: TcpRepr): void {
@@ -257,7 +263,7 @@ export class TcpConnection {
       this.retries = 0;
       if (this.rttSeq !== null && seqGe(ack, this.rttSeq)) { this.sampleRtt(this.env.now() - this.rttStart); this.rttSeq = null; }
       if (this.sndUna === this.sndNxt) this.stopRto(); else this.armRto(true);
-      if (this.upstreamPaused && this.sendQ.length < this.cfg.sndBuf / 2 && this.state !== "SYN_SENT") {
+      if (this.upstreamPaused && this.canResume() && this.state !== "SYN_SENT") {
         this.upstreamPaused = false;
         this.upstream?.resume();
       }
@@ -345,7 +351,10 @@ export class TcpConnection {
 
   /** Bytes we can still accept: the buffer minus what the upstream has not yet taken. */
   rcvWindow(): number {
-    return Math.max(0, Math.min(this.cfg.rcvBuf - this.pendingBytes - this.oooBytes, 0xffff << this.rcvScale));
+    const own = this.cfg.rcvBuf - this.pendingBytes - this.oooBytes;
+    // Under memory pressure the shared budget caps every window (which may shrink it: guests cope by probing).
+    const shared = this.cfg.budget ? this.cfg.budget.room : own;
+    return Math.max(0, Math.min(own, shared, 0xffff << this.rcvScale));
   }
 
   // ---- upstream events ----
@@ -354,9 +363,11 @@ export class TcpConnection {
   upstreamData(data: Uint8Array): void {
     if (this.finQueued || this.state === "CLOSED") return;
     this.sendQ.push(data);
-    if (!this.upstreamPaused && this.sendQ.length >= this.cfg.sndBuf) {
+    this.sync();
+    if (!this.upstreamPaused && (this.sendQ.length >= this.cfg.sndBuf || this.cfg.budget?.exhausted)) {
       this.upstreamPaused = true;
       this.upstream?.pause();
+      if (this.cfg.budget?.exhausted) this.cfg.budget.wait(this.retryResume);
     }
     this.output();
   }
@@ -400,6 +411,7 @@ export class TcpConnection {
       this.upstream?.shutdown();
       this.maybeFinish();
     }
+    this.sync();
     // Window update once at least a segment's (or a quarter buffer's) room reopened (RFC 9293 §3.8.6.2.2).
     const after = this.rcvWindow();
     if (after > before && (before < this.guestMss || after - before >= this.cfg.rcvBuf / 4)) this.sendAck();
@@ -587,7 +599,31 @@ export class TcpConnection {
     this.ooo = [];
     this.oooBytes = 0;
     this.rtoAt = this.persistAt = this.timeWaitAt = 0;
+    this.sync();
+    this.cfg.budget?.cancel(this.retryResume);
     this.env.removed(this);
+  }
+
+  /** Charges the change in held bytes to the shared budget. */
+  private sync(): void {
+    const b = this.cfg.budget;
+    if (!b) return;
+    const held = this.heldBytes;
+    if (held !== this.accounted) { b.add(held - this.accounted); this.accounted = held; }
+  }
+
+  private canResume(): boolean {
+    return this.sendQ.length < this.cfg.sndBuf / 2 && !(this.cfg.budget?.exhausted ?? false);
+  }
+
+  /** Budget waiter: resumes the upstream if this connection's own queue allows it too. */
+  private tryResume(): boolean {
+    if (this.state === "CLOSED") return true;
+    if (!this.upstreamPaused || this.state === "SYN_SENT") return !this.upstreamPaused;
+    if (!this.canResume()) return this.sendQ.length >= this.cfg.sndBuf / 2; // our own ack will resume us
+    this.upstreamPaused = false;
+    this.upstream?.resume();
+    return true;
   }
 
   /** Bytes held for this connection (both directions), for the memory bound tests. */
