@@ -90,6 +90,7 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
       const exit = await vm.exited;
       const log = readFileSync(spec.consoleLog, "utf8");
       expect(exit.reason).toBe("reset");
+      expect(exit.detail).toBe("guest requested a reset through the keyboard controller");
       expect(log).toContain("port name: agent");
       expect(log).toContain("received: pong from host");
       expect(agent.received.join("")).toBe("ping from guest\n");

@@ -102,9 +102,11 @@ function cstring(s: string): Buffer {
   return Buffer.from(`${s}\0`, "utf8");
 }
 
+/** The NUL-terminated string the VMM wrote into `buf` (at most `n` bytes of it). */
 function readCString(buf: Buffer, n: number): string {
-  const end = Math.min(Math.max(n, 0), buf.length - 1);
-  return buf.subarray(0, end).toString("utf8");
+  const limit = Math.min(Math.max(n, 0), buf.length - 1);
+  const nul = buf.indexOf(0);
+  return buf.subarray(0, nul >= 0 && nul < limit ? nul : limit).toString("utf8");
 }
 
 function lastError(lib: NativeLib): string {
