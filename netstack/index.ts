@@ -18,9 +18,9 @@
 //   ...
 //   net.close(); stack.close();
 //
-// The guest must be configured (by the agent, from `guestConfig(stack)`) with the same addresses,
+// The guest must be configured (by the agent, from `stack.guestConfig()`) with the same addresses,
 // routes, DNS server and MTU. See README.md for what is and is not supported.
-export { NetStack, NetStackError, DEFAULTS, type NetStackOptions, type NetLink, type Closable } from "./stack";
+export { NetStack, NetStackError, DEFAULTS, type NetStackOptions, type NetLink, type Closable, type GuestNetConfig } from "./stack";
 export { defaultPolicy, isNonPublic, type EgressPolicy, type Destination } from "./policy/policy";
 export { systemResolver, forwardingResolver, type DnsResolver } from "./dns/resolver";
 export { parsePortSpec, PortSpecError, type PortSpec } from "./ports/ports";

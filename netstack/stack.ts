@@ -56,6 +56,17 @@ export interface NetLink {
 
 export interface Closable { close(): void }
 
+/** What the agent must configure in the guest so it matches the stack (see `NetStack.guestConfig`). */
+export interface GuestNetConfig {
+  mtu: number;
+  ipv4: { address: string; prefixLength: number; gateway: string };
+  ipv6: { address: string; prefixLength: number; gateway: string } | null;
+  /** resolv.conf nameservers, in order. */
+  nameservers: string[];
+  /** /etc/hosts entries the agent may add (they also resolve through the gateway's DNS). */
+  hosts: Array<{ name: string; address: string }>;
+}
+
 export const DEFAULTS = {
   gatewayMac: "5a:94:ef:e4:0c:dd",
   gatewayIPv4: "10.0.2.2",
@@ -122,8 +133,10 @@ export class NetStack {
       linkSend: (framed) => this.encoder?.send(framed),
       linkFull: () => this.encoder?.full ?? true,
     });
+    this.ipv6Enabled = v6 !== null;
+    this.hostAliases = [...(o.hostAliases ?? DEFAULTS.hostAliases)];
     const aliases = new Map<string, { a?: Uint8Array; aaaa?: Uint8Array }>();
-    for (const n of o.hostAliases ?? DEFAULTS.hostAliases) aliases.set(n.toLowerCase(), { a: this.gw4, aaaa: v6 ? this.gw6 : undefined });
+    for (const n of this.hostAliases) aliases.set(n.toLowerCase(), { a: this.gw4, aaaa: v6 ? this.gw6 : undefined });
     this.dns = new DnsProxy({ resolver: o.resolver ?? systemResolver(), localNames: aliases });
     this.udp = new UdpNat({
       idleMs: o.udp?.idleMs ?? 60_000, maxFlows: o.udp?.maxFlows ?? 1024, maxQueued: 32,
@@ -132,8 +145,23 @@ export class NetStack {
     this.linkHighWater = o.linkHighWater ?? 8 << 20;
   }
   private readonly linkHighWater: number;
+  private readonly ipv6Enabled: boolean;
+  private readonly hostAliases: string[];
 
   get stats(): InterfaceStats { return this.iface.stats; }
+
+  /** The guest-side settings matching this stack, for the agent to apply at boot. */
+  guestConfig(): GuestNetConfig {
+    const c = this.iface.cfg;
+    const v6 = this.ipv6Enabled;
+    return {
+      mtu: this.mtu,
+      ipv4: { address: ipToString(c.guestIPv4), prefixLength: c.guestPrefixV4, gateway: ipToString(this.gw4) },
+      ipv6: v6 ? { address: ipToString(c.guestIPv6), prefixLength: c.guestPrefixV6, gateway: ipToString(this.gw6) } : null,
+      nameservers: v6 ? [ipToString(this.dns4), ipToString(this.dns6)] : [ipToString(this.dns4)],
+      hosts: this.hostAliases.map((name) => ({ name, address: ipToString(this.gw4) })),
+    };
+  }
 
   /** Binds the published ports. Rejects with the first port that cannot be bound. */
   async start(): Promise<void> {
