@@ -158,7 +158,7 @@ ${authYaml}`;
 export type Compression = "gzip" | "zstd" | "none";
 
 export interface LayoutLayer {
-  entries: TarWriteEntry[] | Uint8Array;
+  entries: TarWriteEntry[] | Uint8Array<ArrayBuffer>;
   compression: Compression;
 }
 
@@ -168,7 +168,7 @@ export interface WrittenLayout {
   configDigest: string;
   diffIds: string[];
   layerDigests: string[];
-  tars: Uint8Array[];
+  tars: Uint8Array<ArrayBuffer>[];
 }
 
 const LAYER_TYPES: Record<Compression, string> = {
@@ -190,7 +190,7 @@ export function writeOciLayout(dir: string, layers: LayoutLayer[], runtime: Reco
   writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
   const diffIds: string[] = [];
   const layerDescs: any[] = [];
-  const tars: Uint8Array[] = [];
+  const tars: Uint8Array<ArrayBuffer>[] = [];
   for (const l of layers) {
     const tar = l.entries instanceof Uint8Array ? l.entries : writeTar(l.entries);
     tars.push(tar);

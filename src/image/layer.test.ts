@@ -195,7 +195,7 @@ describe("hostile layers are refused with a clear error", () => {
     ["whiteout of ..", [{ path: "a/.wh...", data: "" }], "TAR_UNSAFE_PATH", /whiteout of an invalid name/],
     ["truncated body", () => writeTar([{ path: "f", data: "abc", declaredSize: 100000 }], { endMarker: false }), "TRUNCATED", /ends in the middle of a file body/],
     ["truncated header", () => writeTar([{ path: "f", data: "abc" }, { path: "g", data: "" }], { endMarker: false }).subarray(0, 1024 + 100), "TRUNCATED", /ends in the middle of a tar header/],
-    ["bad checksum", () => { const t = writeTar([{ path: "f", data: "abc" }]); t[0] ^= 1; return t; }, "TAR_INVALID", /bad checksum/],
+    ["bad checksum", () => { const t = writeTar([{ path: "f", data: "abc" }]); t[0]! ^= 1; return t; }, "TAR_INVALID", /bad checksum/],
     ["absurd size", () => writeTar([{ path: "f", data: "", declaredSize: 2 ** 40 * 100 }]), "TAR_LIMIT", /over the .*-byte limit/],
     ["absurd PAX header", () => writeTar([{ path: "f", data: "", pax: { comment: "x".repeat(2 << 20) } }]), "TAR_LIMIT", /extended header/],
     ["not a tar at all", () => new TextEncoder().encode("<html>" + " ".repeat(600)), "TAR_INVALID", /not a tar archive/],

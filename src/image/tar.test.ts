@@ -3,7 +3,7 @@ import { ImageError } from "./errors.ts";
 import { bytesOf, TarReader, type TarEntry } from "./tar.ts";
 import { writeTar } from "./tarwriter.ts";
 
-async function readAll(tar: Uint8Array): Promise<{ e: TarEntry; body: Uint8Array }[]> {
+async function readAll(tar: Uint8Array<ArrayBuffer>): Promise<{ e: TarEntry; body: Uint8Array }[]> {
   const r = new TarReader(new Blob([tar]).stream());
   const out = [];
   for (let e; (e = await r.next()); ) {

@@ -43,7 +43,7 @@ function putStr(h: Uint8Array, off: number, len: number, s: Uint8Array) {
   h.set(s.subarray(0, len), off);
 }
 
-function header(name: Uint8Array, flag: string, size: number, e: TarWriteEntry, linkname: Uint8Array): Uint8Array {
+function header(name: Uint8Array, flag: string, size: number, e: Partial<TarWriteEntry>, linkname: Uint8Array): Uint8Array {
   const h = new Uint8Array(512);
   putStr(h, 0, 100, name);
   octal(h, 100, 8, e.mode ?? (e.type === "dir" ? 0o755 : 0o644));
@@ -82,7 +82,7 @@ function paxRecord(key: string, value: Uint8Array): Uint8Array {
 }
 
 /** One archive's bytes. Names are UTF-8 unless given as byte strings through `bytesOf`. */
-export function writeTar(entries: TarWriteEntry[], { endMarker = true } = {}): Uint8Array {
+export function writeTar(entries: TarWriteEntry[], { endMarker = true } = {}): Uint8Array<ArrayBuffer> {
   const parts: Uint8Array[] = [];
   for (const e of entries) {
     const type = e.type ?? "file";
