@@ -72,7 +72,7 @@ function fsckOk(path: string) {
 }
 
 /** A proxy in front of the registry that can inject faults per request. */
-function faultProxy(reg: TestRegistry, fault: (path: string, n: number) => "500" | "429" | "truncate" | "hang" | "corrupt" | undefined) {
+function faultProxy(reg: TestRegistry, fault: (path: string, n: number, req: Request) => "500" | "429" | "truncate" | "hang" | "corrupt" | Response | Promise<Response> | undefined) {
   let n = 0;
   const server = Bun.serve({
     hostname: "127.0.0.1",
@@ -80,7 +80,8 @@ function faultProxy(reg: TestRegistry, fault: (path: string, n: number) => "500"
     idleTimeout: 0,
     async fetch(req) {
       const url = new URL(req.url);
-      const f = fault(url.pathname, n++);
+      const f = await fault(url.pathname, n++, req);
+      if (f instanceof Response) return f;
       if (f === "500") return new Response("boom", { status: 500 });
       if (f === "429") return new Response("slow down", { status: 429, headers: { "retry-after": "0" } });
       if (f === "hang") return new Promise<Response>(() => {});
@@ -276,6 +277,42 @@ d("pull from a real registry", () => {
       expect(events).toEqual([{ kind: "done", image: `${proxy.host}/test/busybox:v1`, id: a.id, reused: true }]);
     } finally {
       proxy.stop();
+    }
+  });
+
+  test("blob redirects (CDN / presigned URLs) are followed without sending our credentials along", async () => {
+    const seenAuth: (string | null)[] = [];
+    const parked = new Map<string, Uint8Array>();
+    const cdn = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch(req) {
+        seenAuth.push(req.headers.get("authorization"));
+        if (req.headers.get("authorization")) return new Response("Only one auth mechanism allowed", { status: 400 });
+        const hex = new URL(req.url).pathname.split("/").pop()!;
+        return new Response(parked.get(hex));
+      },
+    });
+    const proxy = faultProxy(tokenReg, (path, _n, req) => {
+      const m = /\/blobs\/sha256:([0-9a-f]{64})$/.exec(path);
+      if (!m || !req.headers.get("authorization")) return undefined;
+      // Like a registry backed by object storage: authorised here, served from elsewhere.
+      return fetch(`http://${tokenReg.host}${path}`, { headers: { authorization: req.headers.get("authorization")! } })
+        .then((r) => r.arrayBuffer())
+        .then((b) => {
+          parked.set(m[1]!, new Uint8Array(b));
+          return new Response(null, { status: 307, headers: { location: `http://127.0.0.1:${cdn.port}/signed/${m[1]}?X-Amz-Signature=abc` } });
+        });
+    });
+    try {
+      const store = new ImageStore(home());
+      const rec = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast });
+      expect(rec.id).toBe(pushed);
+      expect(seenAuth.length).toBe(4); // config + 3 layers
+      expect(seenAuth.every((a) => a === null)).toBe(true);
+    } finally {
+      proxy.stop();
+      cdn.stop(true);
     }
   });
 

@@ -128,7 +128,7 @@ export class RegistryClient {
         const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "msb" };
         if (accept) headers.accept = accept;
         if (this.authHeader) headers.authorization = this.authHeader;
-        res = await fetch(this.base + path, { headers, signal: ctl.signal, redirect: "follow" });
+        res = await this.fetchFollowing(this.base + path, headers, ctl.signal);
       } catch (err) {
         clearTimeout(timer);
         lastErr = ctl.signal.aborted ? ctl.signal.reason : new ImageError("NETWORK", `${this.where(what)}: cannot reach ${this.base.split("/v2/")[0]}: ${(err as Error).message}`, { cause: err });
@@ -156,6 +156,28 @@ export class RegistryClient {
       throw new ImageError("REGISTRY_ERROR", `${this.where(what)}: unexpected HTTP ${res.status} from the registry`);
     }
     throw lastErr;
+  }
+
+  /**
+   * Follows redirects by hand so that credentials never go to another origin: registries send
+   * blob downloads to CDNs or presigned S3 URLs, which reject (or would leak) our token.
+   */
+  private async fetchFollowing(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+    let current = new URL(url);
+    const origin = current.origin;
+    for (let hop = 0; hop <= 5; hop++) {
+      const h = { ...headers };
+      if (current.origin !== origin) delete h.authorization;
+      const res = await fetch(current, { headers: h, signal, redirect: "manual" });
+      const location = res.headers.get("location");
+      if (res.status < 300 || res.status >= 400 || !location) return res;
+      await res.body?.cancel().catch(() => {});
+      const next = new URL(location, current);
+      if (next.protocol !== "https:" && !(next.protocol === "http:" && current.protocol === "http:"))
+        throw new ImageError("REGISTRY_ERROR", `${this.registry}: refusing a redirect from ${current.origin} to ${next.protocol}//${next.host}`);
+      current = next;
+    }
+    throw new ImageError("REGISTRY_ERROR", `${this.registry}: more than 5 redirects for ${url}`);
   }
 
   private backoffDelay(attempt: number, lastErr: unknown): number {
