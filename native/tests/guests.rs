@@ -163,22 +163,25 @@ fn triple_fault_ends_the_vm_not_the_host() {
 }
 
 #[test]
-fn host_stop_ends_a_spinning_guest_as_killed() {
-    if skip_without_kvm("host_stop_ends_a_spinning_guest_as_killed") {
+fn host_stop_ends_spinning_halted_and_unstarted_vcpus_as_killed() {
+    if skip_without_kvm("host_stop_ends_spinning_halted_and_unstarted_vcpus_as_killed") {
         return;
     }
-    // The console guest waits forever for a device that is absent: it spins in wait_used.
-    let log = log_of("stop");
-    let cfg = VmConfig::from_json(&spec(&guest("smp"), "", &log)).unwrap(); // 1 vCPU: the BSP waits for an AP that never comes
-    let vmm = Vmm::create(&cfg).unwrap();
-    vmm.start().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(vmm.poll_exit().is_none());
-    let t = Instant::now();
-    vmm.request_stop();
-    let exit = vmm.wait();
-    assert_eq!(exit.reason, ExitReason::Killed);
-    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
+    // smp with 1 vCPU: the BSP spins forever waiting for an AP that does not exist.
+    // idle with 2 vCPUs: the BSP sleeps in HLT inside KVM, the AP waits for a SIPI that never comes.
+    for (name, cpus) in [("smp", 1), ("idle", 2)] {
+        let log = log_of(&format!("stop-{name}"));
+        let s = spec(&guest(name), "", &log).replace(r#""cpus":1"#, &format!(r#""cpus":{cpus}"#));
+        let vmm = Vmm::create(&VmConfig::from_json(&s).unwrap()).unwrap();
+        vmm.start().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(vmm.poll_exit().is_none(), "{name} ended on its own");
+        let t = Instant::now();
+        vmm.request_stop();
+        let exit = vmm.wait();
+        assert_eq!(exit.reason, ExitReason::Killed, "{name}");
+        assert!(t.elapsed() < Duration::from_secs(5), "stopping {name} took {:?}", t.elapsed());
+    }
 }
 
 #[test]
