@@ -129,7 +129,16 @@ export class FrameEncoder {
     let i = 0;
     while (i < queue.length) {
       let data: Uint8Array;
-      if (queue[i]!.length >= COALESCE_LIMIT) data = queue[i++]!;
+      const first = queue[i]!;
+      // Frames that follow each other in the same slab go out as one view, without copying.
+      let j = i + 1, end = first.byteOffset + first.length, n = first.length;
+      while (j < queue.length && n < BATCH_BYTES) {
+        const f = queue[j]!;
+        if (f.buffer !== first.buffer || f.byteOffset !== end) break;
+        end += f.length; n += f.length; j++;
+      }
+      if (j > i + 1) { data = new Uint8Array(first.buffer, first.byteOffset, n); i = j; }
+      else if (first.length >= COALESCE_LIMIT) data = queue[i++]!;
       else {
         let j = i, n = 0;
         while (j < queue.length && queue[j]!.length < COALESCE_LIMIT && n < BATCH_BYTES) n += queue[j++]!.length;
@@ -175,7 +184,22 @@ export class FrameEncoder {
   }
 }
 
+/**
+ * Outgoing frames are carved one after another out of shared slabs: no per-frame zeroing, a cheap
+ * `.buffer` for the checksum's word view, and frames sent in a row sit back to back in memory so the
+ * encoder writes them with one call and no copy. A slab is never reused; it is freed with its last frame.
+ */
+const SLAB_BYTES = 4 << 20;
+let slab = new ArrayBuffer(SLAB_BYTES);
+let slabUsed = 0;
+
 /** A zeroed buffer for one outgoing frame of `len` bytes; the frame starts at FRAME_LEN_BYTES (room for the length prefix). */
 export function allocFrame(len: number): Uint8Array {
-  return new Uint8Array(FRAME_LEN_BYTES + len);
+  const n = FRAME_LEN_BYTES + len;
+  if (n > SLAB_BYTES / 4) return new Uint8Array(n);
+  if (slabUsed + n > SLAB_BYTES) { slab = new ArrayBuffer(SLAB_BYTES); slabUsed = 0; }
+  // Keep frames 2-byte aligned so the checksum's 16-bit view applies.
+  const f = new Uint8Array(slab, slabUsed, n);
+  slabUsed += (n + 1) & ~1;
+  return f;
 }

@@ -102,7 +102,7 @@ suite("namespace guest through the stack (MTU 1500)", () => {
     g = await startGuest({
       policy: allowLoopbackPorts(http.port, http6.port, echoHalfClosePort, resetPort, sinkPort, slowPort, blobPort, udpEcho.port, 5201),
       resolver: forwardingResolver({ servers: [{ host: "127.0.0.1", port: dnsSock.port }] }),
-      publishedPorts: [`${publishedHostPort}:8000`],
+      publishedPorts: [`${publishedHostPort}:8000`, `${publishedHostPort}:9000/udp`],
       tcp: { sndBuf: 1 << 20, rcvBuf: 1 << 20 },
     });
     // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
@@ -293,6 +293,26 @@ for _ in range(2):
       } });
       expect(await promise).toBe("guest says hi from 10.0.2.2");
     }
+    await srv.exited;
+  });
+
+  test("a published UDP port reaches a server in the guest and its replies come back", async () => {
+    const srv = g.spawn(["python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9000))
+print("listening", flush=True)
+for _ in range(2):
+    d, a = s.recvfrom(100); s.sendto(b"udp guest says " + d, a)
+`]);
+    await srv.stdout.getReader().read();
+    const { promise, resolve } = Promise.withResolvers<string[]>();
+    const got: string[] = [];
+    const sock = await Bun.udpSocket({ socket: { data(_s, d) { got.push(new TextDecoder().decode(d)); if (got.length === 2) resolve(got); } } });
+    sock.send("one", publishedHostPort, "127.0.0.1");
+    await Bun.sleep(50);
+    sock.send("two", publishedHostPort, "127.0.0.1");
+    expect(await promise).toEqual(["udp guest says one", "udp guest says two"]);
+    sock.close();
     await srv.exited;
   });
 
