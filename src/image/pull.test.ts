@@ -316,6 +316,33 @@ d("pull from a real registry", () => {
     }
   });
 
+  test("concurrent pulls of one image: in one process they share one download; across processes the second waits", async () => {
+    let blobs = 0;
+    const proxy = faultProxy(tokenReg, (path) => { if (path.includes("/blobs/")) blobs++; return undefined; });
+    try {
+      const store = new ImageStore(home());
+      const [a, b] = await Promise.all([
+        pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast }),
+        pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast }),
+      ]);
+      expect(a.id).toBe(b.id);
+      expect(blobs).toBe(4);
+      // Another (live) process owns the staging directory: we wait for it, then do the work.
+      const store2 = new ImageStore(home());
+      const holder = Bun.spawn(["sleep", "1.5"]);
+      const staging = join(store2.tmpDir, `staging-${pushed.slice(7)}`);
+      mkdirSync(staging, { recursive: true });
+      writeFileSync(join(staging, "pid"), String(holder.pid));
+      const t0 = Date.now();
+      const c = await pullImage(`${proxy.host}/test/busybox:v1`, { store: store2, registry: fast });
+      expect(Date.now() - t0).toBeGreaterThan(1000);
+      expect(c.id).toBe(a.id);
+      expect(readdirSync(store2.tmpDir)).toEqual([]);
+    } finally {
+      proxy.stop();
+    }
+  });
+
   test("transient 500s and 429s on blobs are retried with backoff and the pull succeeds", async () => {
     const store = new ImageStore(home());
     const failures = new Map<string, number>();

@@ -108,6 +108,26 @@ async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, sto
     }
   }
 
+  // One pull per image at a time in this process; later callers share its result.
+  const key = `${store.root}\0${id}`;
+  const running = inflight.get(key);
+  if (running) {
+    const rec = await running;
+    store.publish(rec, new Map(), refs);
+    return rec;
+  }
+  const work = pullLayers(client, store, name, id, manifest, refs, opts);
+  inflight.set(key, work);
+  try {
+    return await work;
+  } finally {
+    inflight.delete(key);
+  }
+}
+
+const inflight = new Map<string, Promise<ImageRecord>>();
+
+async function pullLayers(client: RegistryClient, store: ImageStore, name: string, id: string, manifest: any, refs: ImageRef[], opts: PullOptions): Promise<ImageRecord> {
   const layers = validateManifest(manifest, name, opts.maxLayerBytes ?? DEFAULT_MAX_LAYER_BYTES);
   const configDesc: Descriptor = manifest.config;
   const cres = await client.blob(configDesc.digest, "config");
@@ -122,7 +142,17 @@ async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, sto
     throw new ImageError("NO_MATCHING_PLATFORM", `${name}: image is for ${config.os ?? "?"}/${config.architecture}, msb runs linux/amd64`);
 
   opts.onProgress?.({ kind: "resolved", image: name, id, layers: layers.length, totalBytes: layers.reduce((s, l) => s + l.size, 0) });
-  const staging = store.openStaging(id.slice(7), name);
+  const staging = await openStagingWaiting(store, id, name);
+  if (existsSync(join(store.recordsDir, `${id.slice(7)}.json`))) {
+    // Another msb finished this very image while we waited for it.
+    const rec = store.record(id);
+    if (rec.layers.every((l) => store.hasLayer(l.diffId))) {
+      store.publish(rec, new Map(), refs);
+      rmSync(staging, { recursive: true, force: true });
+      opts.onProgress?.({ kind: "done", image: name, id, reused: true });
+      return rec;
+    }
+  }
   const staged = new Map<string, string>();
   const records: LayerRecord[] = new Array(layers.length);
 
@@ -175,6 +205,19 @@ async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, sto
   rmSync(staging, { recursive: true, force: true });
   opts.onProgress?.({ kind: "done", image: name, id, reused: false });
   return record;
+}
+
+/** Two msb processes pulling one image: the second waits for the first instead of failing. */
+async function openStagingWaiting(store: ImageStore, id: string, name: string, maxWaitMs = 30 * 60_000): Promise<string> {
+  const deadline = Date.now() + maxWaitMs;
+  for (;;) {
+    try {
+      return store.openStaging(id.slice(7), name);
+    } catch (err) {
+      if (!(err instanceof ImageError) || err.code !== "LOCKED" || Date.now() > deadline) throw err;
+      await Bun.sleep(250);
+    }
+  }
 }
 
 async function layerRecordFromStore(store: ImageStore, diffId: string, desc: Descriptor): Promise<LayerRecord> {

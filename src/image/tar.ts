@@ -47,7 +47,7 @@ export const DEFAULT_TAR_LIMITS: TarLimits = {
   maxMetaSize: 1 << 20,
   maxPathLength: 4096,
   maxTotalSize: 256 * 2 ** 30,
-  maxEntries: 2_000_000,
+  maxEntries: 1_000_000,
 };
 
 const BLOCK = 512;
