@@ -1,6 +1,6 @@
-// Registry credentials: what `msb login` saved (${MSB_HOME}/auth.json) and, failing that, the
-// `auths` section of Docker's config.json. Credential helpers (credsStore/credHelpers) are not
-// run: they are external programs, and msb does not execute them.
+// Registry credentials: what `msb login` saved (${MSB_HOME}/auth.json) and, failing that, Docker's
+// config.json: a credential helper named for the registry (credHelpers) or for all (credsStore),
+// run the way docker runs it (`docker-credential-<name> get`, server on stdin), then `auths`.
 
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -34,6 +34,8 @@ export function registryKey(key: string): string {
 }
 
 interface AuthFile {
+  credHelpers?: Record<string, string>;
+  credsStore?: string;
   auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
 }
 
@@ -65,7 +67,34 @@ function readAuths(path: string): Map<string, Credentials> {
 /** Credentials for a registry (host[:port] as in references), or undefined for anonymous. */
 export function findCredentials(registry: string, home = msbHome()): Credentials | undefined {
   const key = registryKey(registry);
-  return readAuths(msbAuthPath(home)).get(key) ?? readAuths(dockerConfigPath()).get(key);
+  return readAuths(msbAuthPath(home)).get(key) ?? fromHelper(key) ?? readAuths(dockerConfigPath()).get(key);
+}
+
+function fromHelper(key: string): Credentials | undefined {
+  const path = dockerConfigPath();
+  if (!existsSync(path)) return undefined;
+  let cfg: AuthFile;
+  try {
+    cfg = JSON.parse(readFileSync(path, "utf8"));
+  } catch {
+    return undefined; // readAuths reports the broken file
+  }
+  let helper: string | undefined;
+  for (const [k, v] of Object.entries(cfg.credHelpers ?? {})) if (registryKey(k) === key) helper = v;
+  helper ??= cfg.credsStore;
+  if (!helper) return undefined;
+  if (!/^[A-Za-z0-9._-]+$/.test(helper)) throw new Error(`${path}: credential helper name ${JSON.stringify(helper)} is not valid`);
+  const exe = Bun.which(`docker-credential-${helper}`, { PATH: process.env.PATH ?? "" });
+  if (!exe) return undefined;
+  // Docker Hub's credentials are stored under its legacy index URL.
+  const server = key === DOCKER_HUB ? "https://index.docker.io/v1/" : key;
+  const p = Bun.spawnSync([exe, "get"], { stdin: new TextEncoder().encode(server), stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+  if (p.exitCode !== 0) return undefined; // "credentials not found" is a non-zero exit
+  try {
+    const j = JSON.parse(p.stdout.toString());
+    if (typeof j.Username === "string" && typeof j.Secret === "string" && j.Secret) return { username: j.Username, password: j.Secret };
+  } catch {}
+  return undefined;
 }
 
 /** Saves credentials for `msb login` (file mode 0600, atomic replace). */
