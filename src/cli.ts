@@ -1,6 +1,6 @@
 // The msb command line: a thin layer over the SDK (citty for parsing and help).
 
-import { defineCommand, renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
+import { defineCommand, parseArgs, renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
 import { MsbError } from "./errors";
 import { Sandbox } from "./sandbox";
 import { VERSION } from "./version";
@@ -68,10 +68,12 @@ const runArgs = {
 const run = defineCommand({
   meta: { name: "run", description: "Run a command in a new sandbox and stream its output; exits with its exit code" },
   args: runArgs,
-  async run({ rawArgs, args }) {
+  async run({ rawArgs }) {
     const { own, command } = splitCommand(rawArgs);
     checkFlags(own, runArgs, "run");
-    const positionals = args._.filter((a) => !command.includes(a));
+    // Parse only what precedes `--`: everything after it belongs to the guest command.
+    const args = parseArgs(own, runArgs);
+    const positionals = args._;
     if (positionals.length > 1) throw new MsbError("usage", `unexpected argument "${positionals[1]}"; put the command after --, e.g. msb run -- echo hi`);
     const backend = args.backend as string | undefined;
     if (backend !== undefined && backend !== "qemu" && backend !== "native") {

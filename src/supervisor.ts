@@ -28,7 +28,8 @@ const RETAINED_LOGS = 20;
 
 export const KERNEL_CMDLINE = [
   "console=ttyS0",
-  "reboot=k",
+  // Triple-fault reset: microvm has no i8042, so reboot=k would spin through its timeouts first.
+  "reboot=t",
   "panic=-1",
   "quiet",
   "8250.nr_uarts=1",
@@ -344,14 +345,22 @@ export class Supervisor {
     return retained;
   }
 
-  /** The last lines of the console log, for error messages. */
-  consoleTail(lines = 15, path = this.consoleLog): string {
+  /**
+   * What an error message should quote from a console log: the line that says why the kernel died
+   * (a panic, an oops) when there is one, since the stack trace after it pushes it out of the tail,
+   * then the last lines.
+   */
+  consoleSummary(path = this.consoleLog, lines = 12): string {
+    let text: string;
     try {
-      const text = readFileSync(path, "utf8");
-      return text.trimEnd().split("\n").slice(-lines).join("\n");
+      text = readFileSync(path, "utf8");
     } catch {
       return "";
     }
+    const all = text.trimEnd().split("\n");
+    const tail = all.slice(-lines);
+    const cause = all.find((line) => /Kernel panic|BUG:|Oops:|general protection fault/.test(line));
+    return [cause && !tail.includes(cause) ? `${cause}\n...` : undefined, ...tail].filter(Boolean).join("\n");
   }
 
   killVm(): void {
@@ -401,7 +410,7 @@ export async function runSupervisor(name: string): Promise<never> {
     supervisor.killVm();
     await supervisor.vmExited;
     const retained = supervisor.cleanup(true);
-    const tail = retained ? supervisor.consoleTail(15, retained) : "";
+    const tail = retained ? supervisor.consoleSummary(retained) : "";
     const pointer = retained ? `\nkernel log: ${retained}${tail ? `\n--- last lines ---\n${tail}` : " (empty)"}` : "";
     writeReady({ ready: false, code: err.code ?? "boot_failed", message: `${err.message}${pointer}` });
     process.exit(1);

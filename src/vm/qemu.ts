@@ -1,7 +1,7 @@
 // The qemu VM backend: runs `qemu-system-x86_64 -M microvm` as a child process, with KVM where the
 // host has it in hardware and TCG software emulation otherwise.
 
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import type { VmBackend, VmExit, VmHandle, VmSpec } from "./backend";
 import { probeKvm, type KvmProbe } from "./kvm";
 import { MsbError } from "../errors";
@@ -41,7 +41,11 @@ export class QemuBackend implements VmBackend {
   }
 
   buildArgs(spec: VmSpec): string[] {
-    const machine = "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off";
+    // Our kernel has no ACPI: with acpi=off QEMU describes CPUs and IOAPIC in an MP table and
+    // appends virtio_mmio.device=... to the command line. PIT and PIC stay on: under TCG the PIT
+    // is the kernel's only timer reference. The PVH entry needs no option ROM.
+    const machine = "microvm,acpi=off,x-option-roms=off,rtc=on,isa-serial=on";
+    const cmdline = this.accelerator === "tcg" ? [spec.cmdline, ...tcgClockArgs()].join(" ") : spec.cmdline;
     const args = [
       "-M", machine,
       "-accel", this.accelerator === "kvm" ? "kvm" : "tcg,thread=multi",
@@ -51,7 +55,7 @@ export class QemuBackend implements VmBackend {
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
       "-kernel", spec.kernel,
       "-initrd", spec.initrd,
-      "-append", spec.cmdline,
+      "-append", cmdline,
       "-chardev", `file,id=console,path=${spec.consoleLog}`,
       "-serial", "chardev:console",
       "-device", "virtio-serial-device,max_ports=2",
@@ -100,4 +104,33 @@ export class QemuBackend implements VmBackend {
       },
     };
   }
+}
+
+/**
+ * Under TCG the guest TSC ticks at the host's rate but the kernel cannot measure it (no kvm-clock,
+ * no PIT calibration port on microvm), so it falls back to jiffies and loses high-resolution
+ * timers. Telling it the rate, and that the TSC is reliable, gives it the TSC clocksource.
+ */
+export function tcgClockArgs(): string[] {
+  const khz = hostTscKhz();
+  return khz ? [`tsc_early_khz=${khz}`, "tsc=reliable"] : [];
+}
+
+let cachedTscKhz: number | undefined | null = null;
+
+/** The host TSC rate in kHz: from the kernel log if readable, else cpuinfo on constant-TSC CPUs. */
+function hostTscKhz(): number | undefined {
+  if (cachedTscKhz !== null) return cachedTscKhz;
+  cachedTscKhz = undefined;
+  const dmesg = Bun.spawnSync(["dmesg"], { stdout: "pipe", stderr: "ignore" }).stdout?.toString() ?? "";
+  const logged = /tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/.exec(dmesg) ?? /tsc: Detected ([\d.]+) MHz/.exec(dmesg);
+  if (logged) return (cachedTscKhz = Math.round(Number(logged[1]) * 1000));
+  try {
+    const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo);
+    if (mhz && /^flags\s*:.*\bconstant_tsc\b/m.test(cpuinfo)) cachedTscKhz = Math.round(Number(mhz[1]) * 1000);
+  } catch {
+    // No /proc/cpuinfo: leave the kernel to its fallback.
+  }
+  return cachedTscKhz;
 }
