@@ -7,7 +7,7 @@ import { AgentClient, type ExecProcess, type ExitStatus } from "./agent/client";
 import { parseSandboxOptions, type SandboxConfig, type SandboxOptions } from "./config";
 import { MsbError } from "./errors";
 import { isCompiled, sandboxDir } from "./paths";
-import { writeSandboxRecord } from "./state";
+import { retainLog, writeSandboxRecord } from "./state";
 import type { BootTimings, ReadyMessage } from "./supervisor";
 
 export interface ExecOptions {
@@ -98,6 +98,12 @@ export class Sandbox {
     supervisor.unref();
     if (!ready.ready) {
       await supervisor.exited;
+      if (ready.code === "supervisor_died") {
+        // It could not clean up after itself: keep its log where errors point, drop the rest.
+        const log = retainLog(join(dir, "supervisor.log"), `${name}-${Date.now()}.supervisor.log`);
+        if (ephemeral) rmSync(dir, { recursive: true, force: true });
+        throw new MsbError(ready.code, `${ready.message}${log ? `; its log: ${log}` : ""}`);
+      }
       throw new MsbError(ready.code, ready.message);
     }
     const client = await AgentClient.connect(join(dir, "agent.sock"), `sandbox ${name}`);
@@ -184,10 +190,9 @@ async function readReadyLine(stdout: ReadableStream<Uint8Array>, name: string): 
     reader.releaseLock();
     stdout.cancel().catch(() => {});
   }
-  const log = join(sandboxDir(name), "supervisor.log");
   return {
     ready: false,
     code: "supervisor_died",
-    message: `the supervisor of sandbox ${name} exited without reporting${existsSync(log) ? `; see ${log}` : ""}${text ? `: ${text.trim()}` : ""}`,
+    message: `the supervisor of sandbox ${name} exited without reporting${text ? `: ${text.trim()}` : ""}`,
   };
 }

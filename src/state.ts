@@ -1,11 +1,11 @@
 // The on-disk record of a sandbox (sandboxes/<name>/sandbox.json): what its supervisor needs to
 // start it, and what other processes need to find it.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxConfig } from "./config";
 import { MsbError } from "./errors";
-import { sandboxDir } from "./paths";
+import { retainedLogsDir, sandboxDir } from "./paths";
 
 export interface SandboxRecord {
   name: string;
@@ -34,4 +34,24 @@ export function readSandboxRecord(name: string): SandboxRecord {
   } catch (cause) {
     throw new MsbError("corrupt_state", `the record of sandbox ${name} at ${path} is unreadable: ${(cause as Error).message}`, { cause });
   }
+}
+
+/** How many logs of sandboxes that are gone are kept. */
+const RETAINED_LOGS = 20;
+
+/**
+ * Moves a log of a sandbox that is going away to MSB_HOME/logs, so an error can point at it after
+ * the sandbox's directory is removed; keeps only the newest few. Returns the new path, if any.
+ */
+export function retainLog(path: string, as: string): string | undefined {
+  if (!existsSync(path) || statSync(path).size === 0) return undefined;
+  const dir = retainedLogsDir();
+  mkdirSync(dir, { recursive: true });
+  const target = join(dir, as);
+  renameSync(path, target);
+  const logs = readdirSync(dir)
+    .map((name) => ({ path: join(dir, name), mtime: statSync(join(dir, name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  for (const old of logs.slice(RETAINED_LOGS)) rmSync(old.path, { force: true });
+  return target;
 }

@@ -3,7 +3,7 @@
 // when the VM ends, whichever way it ends.
 
 import type { Socket, UnixSocketListener } from "bun";
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { appendFileSync, readFileSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { FrameConnection, frameSocketHandlers } from "./agent/connection";
 import {
@@ -18,13 +18,12 @@ import {
 import { guestAssets } from "./assets";
 import type { VmBackend, VmExit, VmHandle } from "./vm/backend";
 import { selectBackend } from "./vm/select";
-import { retainedLogsDir, sandboxDir } from "./paths";
-import { readSandboxRecord, type SandboxRecord } from "./state";
+import { sandboxDir } from "./paths";
+import { readSandboxRecord, retainLog, type SandboxRecord } from "./state";
 import { MsbError } from "./errors";
 
 /** How long a guest gets to power off after SHUTDOWN before the VM is killed. */
 const SHUTDOWN_GRACE_MS = 10_000;
-const RETAINED_LOGS = 20;
 
 export const KERNEL_CMDLINE = [
   "console=ttyS0",
@@ -333,13 +332,7 @@ export class Supervisor {
     this.vm?.kill();
     this.vmListener?.stop(true);
     this.clientListener?.stop(true);
-    let retained: string | undefined;
-    if (keepConsoleLog && existsSync(this.consoleLog)) {
-      mkdirSync(retainedLogsDir(), { recursive: true });
-      retained = join(retainedLogsDir(), `${this.record.name}-${Date.now()}.console.log`);
-      renameSync(this.consoleLog, retained);
-      pruneRetainedLogs();
-    }
+    const retained = keepConsoleLog ? retainLog(this.consoleLog, `${this.record.name}-${Date.now()}.console.log`) : undefined;
     if (this.record.ephemeral) rmSync(this.dir, { recursive: true, force: true });
     else for (const socket of ["agent.sock", "vm-agent.sock", "supervisor.pid"]) rmIfExists(join(this.dir, socket));
     return retained;
@@ -378,14 +371,6 @@ function rmIfExists(path: string): void {
   } catch {
     // Already gone.
   }
-}
-
-function pruneRetainedLogs(): void {
-  const dir = retainedLogsDir();
-  const logs = readdirSync(dir)
-    .map((name) => ({ path: join(dir, name), mtime: statSync(join(dir, name)).mtimeMs }))
-    .sort((a, b) => b.mtime - a.mtime);
-  for (const old of logs.slice(RETAINED_LOGS)) rmSync(old.path, { force: true });
 }
 
 function writeReady(message: ReadyMessage): void {

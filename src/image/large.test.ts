@@ -14,7 +14,7 @@ const dir = mkdtempSync(join(tmpdir(), "msb-large-test-"));
 afterAll(() => {
   Bun.spawnSync(["umount", join(dir, "m")]);
   rmSync(dir, { recursive: true, force: true });
-});
+}, 120_000);
 
 function hugeTar(): ReadableStream<Uint8Array> {
   const head = writeTar([{ path: "big/file", data: new Uint8Array(0), declaredSize: SIZE }], { endMarker: false });
