@@ -41,7 +41,7 @@ bun="$root/node_modules/.bin/bun"
 mkdir -p build/guest
 
 step "guest kernel"
-sh guest/kernel/build.sh "$root/build/guest/vmlinux"
+bash guest/kernel/build.sh "$root/build/guest/vmlinux"
 
 step "guest agent (static Rust binary)"
 (cd guest/agent && cargo build --release --quiet)
