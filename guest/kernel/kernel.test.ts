@@ -3,7 +3,9 @@
 
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { DEFAULT_KERNEL, DONE_MARKER, boot, prepareCheckBoot } from "./testvm";
+import { join } from "node:path";
+import { fixtureDir } from "../../bench/image-fixture-debian";
+import { DEFAULT_KERNEL, DONE_MARKER, IMAGE_DONE_MARKER, boot, prepareCheckBoot, prepareImageBoot } from "./testvm";
 
 const kernel = process.env.MSB_KERNEL ?? DEFAULT_KERNEL;
 const configPath = `${kernel}.config`;
@@ -95,4 +97,30 @@ describe.skipIf(!built)(`guest kernel boots under QEMU and runs what images need
       vm.cleanup();
     }
   }, 60_000);
+});
+
+/** What the real-image workload (image-workload.py, apt, dpkg) must report. */
+const EXPECTED_REAL = ["python", "ssl", "sqlite", "subprocess", "multiprocessing", "posix-semaphore", "asyncio-ipv4",
+  "asyncio-ipv6", "pty", "sleep-10ms", "getrandom", "ctypes", "threads", "epoll", "xattr", "apt", "dpkg"];
+const layout = join(fixtureDir(), "oci");
+const haveImage = existsSync(join(layout, "index.json")) && process.getuid?.() === 0;
+const imageSuffix = !built ? suffix : haveImage ? "" :
+  ` (skipped: needs root and the Debian fixture at ${layout}; build it with bench/image-fixture-debian.ts)`;
+
+describe.skipIf(!built || !haveImage)(`a real Debian image runs on the guest kernel${imageSuffix}`, () => {
+  test("python3 (ssl, sqlite, multiprocessing, asyncio over IPv4/IPv6, pty, timers), apt and dpkg work", async () => {
+    const vm = prepareImageBoot(layout);
+    try {
+      const result = await boot({ kernel, initrd: vm.initrd, disks: vm.disks, cpus: 2, memoryMiB: 1024, timeoutMs: 280_000 });
+      if (result.timedOut || !result.output.includes(IMAGE_DONE_MARKER)) console.error(result.output);
+      expect(result.timedOut).toBe(false);
+      expect(result.exitCode).toBe(0);
+      const lines = result.output.split("\n").map((l) => l.trim());
+      expect(lines.filter((l) => /^REAL \S+ FAIL/.test(l))).toEqual([]);
+      const passed = new Set(lines.filter((l) => /^REAL \S+ ok$/.test(l)).map((l) => l.split(" ")[1]));
+      expect(EXPECTED_REAL.filter((n) => !passed.has(n))).toEqual([]);
+    } finally {
+      vm.cleanup();
+    }
+  }, 300_000);
 });

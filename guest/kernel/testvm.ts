@@ -218,3 +218,67 @@ function run(cmd: string[]): void {
   const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${r.exitCode}): ${r.stderr.toString().trim()}`);
 }
+
+export const IMAGE_DONE_MARKER = "MSB-IMAGE-DONE";
+
+/**
+ * /init for booting a real image: its layers as one erofs disk (vda), under an overlay with a
+ * tmpfs upper dir, moved over / like the agent does, then the Python workload, apt and dpkg.
+ */
+export const IMAGE_INIT = `#!/rootfs/bin/busybox sh
+echo ${INIT_MARKER}
+bb=/rootfs/bin/busybox
+$bb mount -t devtmpfs dev /dev
+$bb mkdir -p /image /upper /newroot
+$bb mount -t erofs -o ro /dev/vda /image || echo "REAL erofs-mount FAIL"
+$bb mount -t tmpfs tmpfs /upper && $bb mkdir /upper/data /upper/work
+$bb mount -t overlay overlay -o lowerdir=/image,upperdir=/upper/data,workdir=/upper/work /newroot || echo "REAL overlay FAIL"
+$bb ip link set lo up
+cd /newroot
+$bb mount -t proc proc proc
+$bb mount -t sysfs sysfs sys
+$bb mount -t devtmpfs dev dev
+$bb mkdir -p dev/pts dev/shm
+$bb mount -t devpts -o newinstance,ptmxmode=0666 devpts dev/pts
+$bb ln -sf pts/ptmx dev/ptmx
+$bb mount -t tmpfs shm dev/shm
+$bb mount -t tmpfs tmp tmp
+$bb mount -t tmpfs run run
+$bb cp /rootfs/workload.py tmp/workload.py
+$bb mount --move . /
+$bb chroot . /bin/sh -c '
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+grep "^ID=" /etc/os-release | sed "s/^/INFO image /"
+python3 /tmp/workload.py 2>&1
+apt-get --version >/dev/null && echo "REAL apt ok" || echo "REAL apt FAIL"
+n=$(dpkg-query -W | wc -l) && test "$n" -gt 50 && echo "REAL dpkg ok" || echo "REAL dpkg FAIL ($n packages)"
+'
+echo ${IMAGE_DONE_MARKER}
+$bb reboot -f
+`;
+
+/**
+ * Turns an OCI layout (one image, gzip layers without whiteouts, as bench/image-fixture-debian.ts
+ * writes) into an erofs disk, and builds the initramfs that boots it. Needs root to extract.
+ */
+export function prepareImageBoot(layout: string): { initrd: string; disks: TestDisk[]; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "msb-image-test-"));
+  const blob = (digest: string) => join(layout, "blobs", ...digest.split(":"));
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8"));
+  const manifest = JSON.parse(readFileSync(blob(index.manifests[0].digest), "utf8"));
+  const root = join(dir, "root");
+  mkdirSync(root);
+  for (const layer of manifest.layers as { digest: string }[]) {
+    run(["tar", "-xzf", blob(layer.digest), "-C", root, "--numeric-owner"]);
+  }
+  const erofs = join(dir, "image.erofs");
+  run(["mkfs.erofs", "--quiet", "-T0", erofs, root]);
+  rmSync(root, { recursive: true, force: true });
+  const initrd = join(dir, "initramfs.cpio.gz");
+  writeFileSync(initrd, buildInitramfsGz({
+    init: new TextEncoder().encode(IMAGE_INIT),
+    ...loadBusybox(),
+    rootfsFiles: { "workload.py": { data: readFileSync(join(import.meta.dir, "image-workload.py")), mode: 0o644 } },
+  }));
+  return { initrd, disks: [{ path: erofs, readOnly: true, serial: "image" }], cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
