@@ -276,3 +276,13 @@ describe("shared memory budget", () => {
     expect(budget.used).toBe(0);
   });
 });
+
+test("repeated out-of-order segments are held once and do not close the window", () => {
+  const t = established({ rcvBuf: 4000 });
+  for (let i = 0; i < 50; i++) t.c.onSegment(t.data(2001, new Array(1000).fill(5)));
+  expect(t.c.heldBytes).toBe(1000);
+  expect(t.c.rcvWindow()).toBe(3000);
+  t.c.onSegment(t.data(1001, new Array(1000).fill(4)));
+  t.c.flushAck();
+  expect(t.up.written.length).toBe(2000);
+});

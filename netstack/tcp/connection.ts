@@ -304,7 +304,8 @@ export class TcpConnection {
     if (seq !== this.rcvNxt) {
       // Out of order: keep it (bounded by the window) and send a duplicate ACK at once so the guest
       // fast-retransmits the hole.
-      if (data.length && this.ooo.length < OOO_MAX_SEGMENTS) {
+      // Repeats of a held segment are not stored twice (they would eat the window they are counted in).
+      if (data.length && this.ooo.length < OOO_MAX_SEGMENTS && !this.ooo.some((o) => o.seq === seq && o.data.length >= data.length)) {
         this.ooo.push({ seq, data: data.slice(), fin });
         this.oooBytes += data.length;
         this.ooo.sort((a, b) => seqDiff(a.seq, b.seq));

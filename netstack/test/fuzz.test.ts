@@ -2,14 +2,14 @@
 import { expect, test } from "bun:test";
 import { checkEmitted, fuzzInterface } from "./fuzz";
 
-test("200k mutated frames never throw and every frame sent back parses", () => {
+test("160k mutated frames never throw and every frame sent back parses", () => {
   let total = 0;
   for (const seed of [1, 2, 3, 4]) {
-    const { stats, sent } = fuzzInterface(seed, 50_000);
-    expect(stats.rxFrames).toBe(50_000);
-    expect(stats.dropped).toBeGreaterThan(10_000); // most mutations are invalid and must be counted as drops
+    const { stats, sent } = fuzzInterface(seed, 40_000);
+    expect(stats.rxFrames).toBe(40_000);
+    expect(stats.dropped).toBeGreaterThan(8_000); // most mutations are invalid and must be counted as drops
     for (const f of sent) checkEmitted(f);
     total += sent.length;
   }
   expect(total).toBeGreaterThan(0); // some survive and get answers (ARP, echo, RST)
-});
+}, 60_000);

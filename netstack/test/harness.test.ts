@@ -32,14 +32,16 @@ suite("namespace guest through the stack (MTU 1500)", () => {
   let http: ReturnType<typeof Bun.serve>;
   let http6: ReturnType<typeof Bun.serve>;
   let dnsQueries = 0;
-  let dnsSock: Awaited<ReturnType<typeof Bun.udpSocket>>;
+  let dnsSock: { port: number; close(): void };
   const tcpServers: Array<{ stop(force?: boolean): void; port: number }> = [];
-  let udpEcho: Awaited<ReturnType<typeof Bun.udpSocket>>;
+  let udpEcho: { port: number; close(): void };
   let publishedHostPort = 0;
 
   /** A raw TCP server on loopback with the given handlers; returns its port. */
-  function tcpServer(handlers: Parameters<typeof Bun.listen>[0]["socket"]): number {
-    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: handlers } as Parameters<typeof Bun.listen>[0]);
+  // Handlers are typed loosely on purpose: each server keeps its own per-socket state shape.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  function tcpServer(handlers: Record<string, (...a: any[]) => void>): number {
+    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: handlers });
     tcpServers.push(l);
     return l.port;
   }
@@ -100,7 +102,7 @@ suite("namespace guest through the stack (MTU 1500)", () => {
     publishedHostPort = probe.port;
     probe.stop(true);
     g = await startGuest({
-      policy: allowLoopbackPorts(http.port, http6.port, echoHalfClosePort, resetPort, sinkPort, slowPort, blobPort, udpEcho.port, 5201),
+      policy: allowLoopbackPorts(http.port!, http6.port!, echoHalfClosePort, resetPort, sinkPort, slowPort, blobPort, udpEcho.port, 5201),
       resolver: forwardingResolver({ servers: [{ host: "127.0.0.1", port: dnsSock.port }] }),
       publishedPorts: [`${publishedHostPort}:8000`, `${publishedHostPort}:9000/udp`],
       tcp: { sndBuf: 1 << 20, rcvBuf: 1 << 20 },
@@ -333,7 +335,7 @@ for _ in range(2):
 suite("namespace guest at MTU 65520", () => {
   test("64 MiB download in 64 KiB frames, checksum matches", async () => {
     const http = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(BIG) });
-    const g = await startGuest({ mtu: 65520, policy: allowLoopbackPorts(http.port) });
+    const g = await startGuest({ mtu: 65520, policy: allowLoopbackPorts(http.port!) });
     try {
       const down = await g.exec(["sh", "-c", `curl -sS -m 60 http://10.0.2.2:${http.port}/ | sha256sum`], { timeoutMs: 90_000 });
       expect(down.stdout.split(" ")[0]).toBe(BIG_SHA);
