@@ -22,7 +22,8 @@ export type ImageErrorCode =
   | "NOT_IN_STORE"
   | "IN_USE"
   | "LOCKED"
-  | "IMPORT_INVALID";
+  | "IMPORT_INVALID"
+  | "IO";
 
 export class ImageError extends Error {
   readonly code: ImageErrorCode;
@@ -40,6 +41,7 @@ export function withContext(err: unknown, context: string): Error {
     const e = new ImageError(err.code, `${context}: ${err.message}`, { cause: err.cause ?? err });
     return e;
   }
+  // Anything else is the host's doing (disk full, permissions): say so rather than blame the registry.
   const msg = err instanceof Error ? err.message : String(err);
-  return new ImageError("REGISTRY_ERROR", `${context}: ${msg}`, { cause: err });
+  return new ImageError("IO", `${context}: ${msg}`, { cause: err });
 }

@@ -5,13 +5,13 @@ import { findCredentials, removeCredentials, saveCredentials, type Credentials }
 import { ImageError } from "./errors.ts";
 import { displayReference, parseReference } from "./reference.ts";
 import { RegistryClient } from "./registry.ts";
-import { ImageStore, type GuestRoot, type ImageSummary, type RuntimeConfig } from "./store.ts";
+import { ImageStore, type GuestRoot, type ImageSummary, type RemoveOptions, type RuntimeConfig } from "./store.ts";
 
 export { ImageError, type ImageErrorCode } from "./errors.ts";
 export { parseReference, formatReference, displayReference, type ImageRef } from "./reference.ts";
 export { pullImage, ensureImage, PULL_POLICIES, type PullPolicy, type PullEvent, type PullOptions } from "./pull.ts";
 export { importImage, importRootfs, type ImportOptions, type ImportResult } from "./import.ts";
-export { ImageStore, runtimeConfig, type GuestRoot, type ImageRecord, type ImageSummary, type RuntimeConfig } from "./store.ts";
+export { ImageStore, runtimeConfig, type GuestRoot, type ImageRecord, type ImageSummary, type RemoveOptions, type RuntimeConfig } from "./store.ts";
 export { progressBars } from "./progress.ts";
 export { findCredentials, type Credentials } from "./auth.ts";
 
@@ -28,13 +28,13 @@ export function listImages(opts: StoreOption = {}): (ImageSummary & { displayRef
 }
 
 /** `msb rmi REF|ID`. */
-export function removeImage(ref: string, opts: StoreOption = {}) {
-  return (opts.store ?? new ImageStore()).remove(ref);
+export function removeImage(ref: string, opts: StoreOption & RemoveOptions = {}) {
+  return (opts.store ?? new ImageStore()).remove(ref, opts);
 }
 
 /** `msb image prune`: unreferenced images, unused layers, abandoned pull/import work. */
-export function pruneImages(opts: StoreOption = {}) {
-  return (opts.store ?? new ImageStore()).prune();
+export function pruneImages(opts: StoreOption & Pick<RemoveOptions, "inUse"> = {}) {
+  return (opts.store ?? new ImageStore()).prune(opts);
 }
 
 /** What the VM needs to boot an image already in the store (see GuestRoot). */

@@ -440,9 +440,16 @@ d("pull from a real registry", () => {
     expect(store.hasLayer(a.layers[1]!.diffId)).toBe(false);
     await store.verify(b.id);
     expect(() => store.remove("nothing:here")).toThrow(/not in the local store/);
-    store.remove(b.id);
+    // An image a sandbox uses is not deleted: rmi refuses, force only untags, prune keeps it.
+    const inUse = (id: string) => id === b.id;
+    expect(() => store.remove(b.id, { inUse })).toThrow(/is used by a sandbox/);
+    expect(store.remove(b.id, { inUse, force: true })).toEqual({ untagged: [`${tokenReg.host}/test/docker:v1`], deleted: [] });
+    expect(store.prune({ inUse }).images).toEqual([]);
+    await store.verify(b.id);
+    expect(store.prune().images).toEqual([b.id]);
     expect(store.list()).toEqual([]);
     expect(readdirSync(store.layersDir)).toEqual([]);
     expect(store.prune()).toEqual({ images: [], layers: [], tmp: [] });
   });
+
 });

@@ -72,6 +72,13 @@ export interface ImageSummary {
   createdAt: string;
 }
 
+export interface RemoveOptions {
+  /** Whether a sandbox uses the image (by id); such images are never deleted. */
+  inUse?: (id: string) => boolean;
+  /** With inUse: untag anyway (the image stays until prune finds it unused). */
+  force?: boolean;
+}
+
 const hexOf = (digest: string) => {
   if (!isDigest(digest)) throw new ImageError("BAD_REFERENCE", `not a sha256 digest: ${JSON.stringify(digest)}`);
   return digest.slice(7);
@@ -250,7 +257,7 @@ export class ImageStore {
    * Removes a reference (or, given an id, all references to it). The image record and any
    * layers no other image uses go too once nothing points at the image.
    */
-  remove(input: string): { untagged: string[]; deleted: string[] } {
+  remove(input: string, opts: RemoveOptions = {}): { untagged: string[]; deleted: string[] } {
     return this.withLock(() => {
       const id = this.resolve(input);
       if (!id) throw new ImageError("NOT_IN_STORE", `image ${input} is not in the local store`);
@@ -262,12 +269,15 @@ export class ImageStore {
         const canonical = formatReference(parseReference(input));
         target = refs.includes(canonical) ? [canonical] : [];
       }
+      const lastRef = target.length === refs.length;
+      if (lastRef && opts.inUse?.(id) && !opts.force)
+        throw new ImageError("IN_USE", `image ${input} (${id}) is used by a sandbox; remove the sandbox first, or force to untag it only`);
       for (const r of target) {
         rmSync(join(this.refsDir, encodeURIComponent(r)), { force: true });
         untagged.push(r);
       }
       const deleted: string[] = [];
-      if ((this.references().get(id) ?? []).length === 0) {
+      if ((this.references().get(id) ?? []).length === 0 && !opts.inUse?.(id)) {
         rmSync(join(this.recordsDir, `${hexOf(id)}.json`), { force: true });
         deleted.push(id);
         deleted.push(...this.removeUnusedLayers());
@@ -277,13 +287,13 @@ export class ImageStore {
   }
 
   /** Removes images nothing refers to, unused layers, and abandoned work in tmp/. */
-  prune(): { images: string[]; layers: string[]; tmp: string[] } {
+  prune(opts: Pick<RemoveOptions, "inUse"> = {}): { images: string[]; layers: string[]; tmp: string[] } {
     return this.withLock(() => {
       const refs = this.references();
       const images: string[] = [];
       for (const f of readdirSync(this.recordsDir)) {
         const id = `sha256:${f.replace(/\.json$/, "")}`;
-        if (!refs.has(id)) {
+        if (!refs.has(id) && !opts.inUse?.(id)) {
           rmSync(join(this.recordsDir, f), { force: true });
           images.push(id);
         }
