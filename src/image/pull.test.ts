@@ -282,7 +282,7 @@ d("pull from a real registry", () => {
 
   test("blob redirects (CDN / presigned URLs) are followed without sending our credentials along", async () => {
     const seenAuth: (string | null)[] = [];
-    const parked = new Map<string, Uint8Array>();
+    const parked = new Map<string, Uint8Array<ArrayBuffer>>();
     const cdn = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
