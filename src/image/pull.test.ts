@@ -247,6 +247,23 @@ d("pull from a real registry", () => {
     expect(rec.config.architecture).toBe("amd64");
   }, 60_000);
 
+  test("the same layer twice in one image is converted once and listed twice", async () => {
+    const dup = writeOciLayout(join(work, "dup"), [
+      { entries: [{ path: "a", data: "same" }], compression: "gzip" },
+      { entries: [{ path: "b", data: "other" }], compression: "none" },
+      { entries: [{ path: "a", data: "same" }], compression: "gzip" },
+    ]);
+    expect(dup.diffIds[0]).toBe(dup.diffIds[2]!);
+    await skopeoPush(dup.dir, "latest", tokenReg, "test/dup");
+    const store = new ImageStore(home());
+    const rec = await pullImage(`${tokenReg.host}/test/dup`, { store, registry: fast, concurrency: 3 });
+    expect(rec.layers.map((l) => l.diffId)).toEqual(dup.diffIds);
+    const root = store.guestRoot(rec.id);
+    expect(root.layers[0]).toBe(root.layers[2]!);
+    expect(readdirSync(store.layersDir).length).toBe(2);
+    await store.verify(rec.id);
+  });
+
   test("a missing tag is a clear 404 naming the image", async () => {
     const store = new ImageStore(home());
     await expectError(pullImage(`${tokenReg.host}/test/busybox:nope`, { store, registry: fast }), "NOT_FOUND", /test\/busybox manifest nope: not found/);

@@ -156,8 +156,32 @@ async function pullLayers(client: RegistryClient, store: ImageStore, name: strin
   const staged = new Map<string, string>();
   const records: LayerRecord[] = new Array(layers.length);
 
+  // The same layer may appear twice in one image; it is converted once, by the first job.
+  const firstJob = new Map<string, Promise<void>>();
   const jobs = layers.map((desc, index) => async () => {
     const diffId = diffIds[index]!;
+    const earlier = firstJob.get(diffId);
+    if (earlier) {
+      await earlier;
+      const i = diffIds.indexOf(diffId);
+      records[index] = { ...records[i]!, digest: desc.digest, mediaType: desc.mediaType, size: desc.size };
+      opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "cached", downloaded: desc.size, total: desc.size });
+      return;
+    }
+    let done!: () => void;
+    let failed!: (e: unknown) => void;
+    const mine = new Promise<void>((res, rej) => { done = res; failed = rej; });
+    mine.catch(() => {});
+    firstJob.set(diffId, mine);
+    try {
+      await convertOne(desc, index, diffId);
+      done();
+    } catch (err) {
+      failed(err);
+      throw err;
+    }
+  });
+  const convertOne = async (desc: Descriptor, index: number, diffId: string) => {
     const where = `layer ${index + 1}/${layers.length} (${desc.digest})`;
     const out = join(staging, `${diffId.slice(7)}.erofs`);
     const meta = join(staging, `${diffId.slice(7)}.json`);
@@ -190,7 +214,7 @@ async function pullLayers(client: RegistryClient, store: ImageStore, name: strin
     renameSync(meta + ".tmp", meta);
     staged.set(diffId, out);
     opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "done", downloaded: desc.size, total: desc.size });
-  });
+  };
   await runPool(jobs, opts.concurrency ?? 3);
 
   const record: ImageRecord = {
@@ -279,6 +303,7 @@ export async function convertBlob(
   const tarHash = new Bun.CryptoHasher("sha256");
   let received = 0;
   let lastReport = 0;
+  let blobDigest = "";
   const counted = networkErrors(body).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, ctl) {
       received += chunk.byteLength;
@@ -292,6 +317,7 @@ export async function convertBlob(
       if (desc.size >= 0 && received < desc.size)
         throw new ImageError("TRUNCATED", `blob ended after ${received} of ${desc.size} bytes`);
       const got = `sha256:${blobHash.digest("hex")}`;
+      blobDigest = got;
       if (desc.digest && got !== desc.digest) throw new ImageError("DIGEST_MISMATCH", `blob digest is ${got}, expected ${desc.digest}`);
     },
   }));
@@ -320,7 +346,8 @@ export async function convertBlob(
   let tar: ReadableStream<Uint8Array> = rest;
   if (isGzip) tar = rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
   else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as CompressionFormat) as unknown as TransformStream<Uint8Array, Uint8Array>);
-  const hashed = tar.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+  // An uncompressed blob is its own tar: its digest is the diff_id, no second hash needed.
+  const hashed = !isGzip && !isZstd ? tar : tar.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, ctl) { tarHash.update(chunk); ctl.enqueue(chunk); },
   }));
   let stats;
@@ -332,7 +359,8 @@ export async function convertBlob(
     const msg = (err as Error).message ?? String(err);
     throw new ImageError("TAR_INVALID", `cannot unpack layer (${isGzip ? "gzip" : isZstd ? "zstd" : "uncompressed"}): ${msg}`, { cause: err });
   }
-  const gotDiff = `sha256:${tarHash.digest("hex")}`;
+  const gotDiff = !isGzip && !isZstd ? blobDigest : `sha256:${tarHash.digest("hex")}`;
+  if (!gotDiff) throw new Error("layer stream ended without its digest being computed");
   if (diffId && gotDiff !== diffId) {
     rmSync(out, { force: true });
     throw new ImageError("DIGEST_MISMATCH", `uncompressed layer digest is ${gotDiff}, the image config says ${diffId}`);
