@@ -198,6 +198,8 @@ describe("hostile layers are refused with a clear error", () => {
     ["bad checksum", () => { const t = writeTar([{ path: "f", data: "abc" }]); t[0]! ^= 1; return t; }, "TAR_INVALID", /bad checksum/],
     ["absurd size", () => writeTar([{ path: "f", data: "", declaredSize: 2 ** 40 * 100 }]), "TAR_LIMIT", /over the .*-byte limit/],
     ["absurd PAX header", () => writeTar([{ path: "f", data: "", pax: { comment: "x".repeat(2 << 20) } }]), "TAR_LIMIT", /extended header/],
+    ["uid beyond 32 bits", [{ path: "f", data: "", pax: { uid: "4294967296" } }], "TAR_INVALID", /uid\/gid beyond 32 bits/],
+    ["device number out of range", [{ path: "d", type: "char", devmajor: 5000, devminor: 1 }], "TAR_INVALID", /beyond Linux's 12-bit major/],
     ["not a tar at all", () => new TextEncoder().encode("<html>" + " ".repeat(600)), "TAR_INVALID", /not a tar archive/],
   ];
   for (const [name, input, code, msg] of cases) {

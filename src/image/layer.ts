@@ -110,6 +110,8 @@ function lookup(w: ErofsWriter, parts: string[]): Node | undefined {
 }
 
 function setAttrs(n: Node, e: TarEntry, dropped: Set<string>) {
+  if (e.uid > 0xffffffff || e.gid > 0xffffffff)
+    throw new ImageError("TAR_INVALID", `tar entry ${JSON.stringify(e.path)} has a uid/gid beyond 32 bits (${e.uid}:${e.gid})`);
   n.uid = e.uid;
   n.gid = e.gid;
   n.mtime = e.mtime;
@@ -196,6 +198,8 @@ async function applyEntry(w: ErofsWriter, tar: TarReader, e: TarEntry, dropped: 
     case "block":
     case "fifo": {
       const fmt = e.type === "char" ? S_IFCHR : e.type === "block" ? S_IFBLK : S_IFIFO;
+      if (e.devmajor > 0xfff || e.devminor > 0xfffff)
+        throw new ImageError("TAR_INVALID", `device ${JSON.stringify(e.path)} has numbers ${e.devmajor}:${e.devminor} beyond Linux's 12-bit major / 20-bit minor`);
       const n = newNode(fmt | e.mode);
       setAttrs(n, e, dropped);
       n.rdevMajor = e.devmajor;
