@@ -6,6 +6,7 @@ import { systemResolver, type DnsResolver } from "./dns/resolver";
 import { DnsTcpUpstream } from "./dns/tcp";
 import { Interface, type InterfaceStats } from "./iface/interface";
 import { FrameDecoder, FrameEncoder, FrameStreamError, type ByteSink } from "./phy/framing";
+import { FaultInjector, PcapWriter, unframed, type FaultOptions } from "./phy/middleware";
 import { defaultPolicy, type Destination, type EgressPolicy } from "./policy/policy";
 import { parsePortSpec, type PortSpec } from "./ports/ports";
 import { SocketUpstream, connectHost, socketHandlers } from "./proxy/tcp";
@@ -42,6 +43,10 @@ export interface NetStackOptions {
   udp?: { idleMs?: number; maxFlows?: number };
   /** Bytes of frames queued toward the guest before senders hold back. */
   linkHighWater?: number;
+  /** Debugging: write every frame (both directions) to this pcap file. */
+  pcapPath?: string;
+  /** Testing: lose, duplicate and reorder frames in each direction. */
+  faults?: FaultOptions;
   log?: (msg: string) => void;
 }
 
@@ -130,7 +135,7 @@ export class NetStack {
     }, {
       tcpConnect: (c, d) => this.tcpConnect(c, d),
       udp: (f, s, sp, d, dp, p) => this.udpFromGuest(f, s, sp, d, dp, p),
-      linkSend: (framed) => this.encoder?.send(framed),
+      linkSend: (framed) => this.txFrame(framed),
       linkFull: () => this.encoder?.full ?? true,
     });
     this.ipv6Enabled = v6 !== null;
@@ -143,6 +148,28 @@ export class NetStack {
       toGuest: (f, src, sp, g, gp, p) => this.iface.sendUdp(f, src, sp, g, gp, p),
     });
     this.linkHighWater = o.linkHighWater ?? 8 << 20;
+    if (o.pcapPath) this.pcap = new PcapWriter(o.pcapPath);
+    if (o.faults) {
+      this.rxFaults = new FaultInjector(o.faults);
+      this.txFaults = new FaultInjector({ ...o.faults, seed: (o.faults.seed ?? 1) + 1 });
+    }
+  }
+  private pcap: PcapWriter | null = null;
+  private rxFaults: FaultInjector | null = null;
+  private txFaults: FaultInjector | null = null;
+
+  private txFrame(framed: Uint8Array): void {
+    const enc = this.encoder;
+    if (!enc) return;
+    this.pcap?.write(unframed(framed));
+    if (this.txFaults) this.txFaults.pass(framed, (f) => enc.send(f), false); // frames we built are never reused: no copy needed
+    else enc.send(framed);
+  }
+
+  private rxFrame(frame: Uint8Array): void {
+    this.pcap?.write(frame);
+    if (this.rxFaults) this.rxFaults.pass(frame, (f) => this.iface.receive(f));
+    else this.iface.receive(frame);
   }
   private readonly linkHighWater: number;
   private readonly ipv6Enabled: boolean;
@@ -187,7 +214,8 @@ export class NetStack {
       receive: (chunk) => {
         if (this.encoder !== enc) return;
         try {
-          dec.push(chunk, (f) => iface.receive(f));
+          if (this.pcap || this.rxFaults) dec.push(chunk, (f) => this.rxFrame(f));
+          else dec.push(chunk, (f) => iface.receive(f));
         } catch (e) {
           if (!(e instanceof FrameStreamError)) throw e;
           this.log(`netstack: closing the guest's net stream: ${e.message}`);
@@ -338,6 +366,7 @@ export class NetStack {
 
   /** Closes every flow, listener and the stream. */
   close(): void {
+    this.pcap?.close();
     this.iface.close();
     this.udp.close();
     for (const l of this.listeners) ("stop" in l ? l.stop(true) : l.close());

@@ -286,3 +286,25 @@ test("repeated out-of-order segments are held once and do not close the window",
   t.c.flushAck();
   expect(t.up.written.length).toBe(2000);
 });
+
+test("with SACK agreed, ACKs report held out-of-order ranges, the latest first", () => {
+  const t = setup();
+  t.c.acceptSyn(t.seg({ seq: 1000, flags: TcpFlag.SYN, window: 3000, options: { mss: 1000, sackPermitted: true } }));
+  t.c.upstreamOpened(t.up);
+  expect(t.out[0]!.options.sackPermitted).toBe(true);
+  t.c.onSegment(t.seg({ seq: 1001, ack: t.c.sndNxt, window: 3000 }));
+  const d = (seq: number, n: number) => t.seg({ seq, ack: t.c.sndNxt, window: 3000, payload: new Uint8Array(n) });
+  t.c.onSegment(d(1101, 100)); // hole 1001..1101
+  t.c.onSegment(d(1401, 100)); // hole 1201..1401
+  t.c.onSegment(d(1601, 100)); // hole 1501..1601
+  expect(t.out.at(-1)!.options.sack).toEqual([[1601, 1701], [1101, 1201], [1401, 1501]]);
+  t.c.onSegment(d(1201, 50)); // joins the first range
+  const ack = t.out.at(-1)!;
+  expect(ack.ack).toBe(1001);
+  expect(ack.options.sack).toEqual([[1101, 1251], [1401, 1501], [1601, 1701]]);
+  t.c.onSegment(d(1251, 150)); // fills up to 1401
+  t.c.onSegment(d(1001, 100));
+  t.c.flushAck();
+  expect(t.out.at(-1)!.ack).toBe(1501);
+  expect(t.out.at(-1)!.options.sack).toEqual([[1601, 1701]]);
+});

@@ -60,7 +60,10 @@ export const RTO_MIN_MS = 200;
 export const RTO_MAX_MS = 60_000;
 export const RTO_INITIAL_MS = 1_000;
 export const WSCALE = 7;
-const OOO_MAX_SEGMENTS = 256;
+/** Out-of-order segments held per connection (their bytes also count against the window). */
+const OOO_MAX_SEGMENTS = 4096;
+/** SACK blocks per ACK: 3 fit beside no other options (RFC 2018 §3). */
+const MAX_SACK_BLOCKS = 3;
 
 export class TcpConnection {
   state: TcpState;
@@ -103,6 +106,9 @@ export class TcpConnection {
   private persistBackoff = 0;
   // guest options seen on its SYN
   private guestWscale: number | undefined;
+  /** Both sides agreed on SACK: our ACKs tell the guest which out-of-order data we hold (RFC 2018). */
+  private sackOk = false;
+  private lastOooSeq = 0;
   private accounted = 0; // bytes currently charged to the shared budget
   private readonly retryResume = () => this.tryResume();
 
@@ -130,6 +136,7 @@ export class TcpConnection {
   private applySynOptions(o: TcpOptions, window: number): void {
     this.guestMss = Math.max(64, Math.min(o.mss ?? 536, this.cfg.mss));
     this.guestWscale = o.wscale;
+    this.sackOk = o.sackPermitted === true;
     if (o.wscale !== undefined) { this.sndScale = o.wscale; this.rcvScale = WSCALE; }
     this.sndWnd = window; // SYN windows are never scaled
   }
@@ -154,6 +161,7 @@ export class TcpConnection {
     const isSynAck = this.state === "SYN_RECEIVED";
     const options: TcpOptions = { mss: this.cfg.mss };
     if (!isSynAck || this.guestWscale !== undefined) options.wscale = WSCALE;
+    if (!isSynAck || this.sackOk) options.sackPermitted = true;
     this.env.emit(this.ep, {
       seq: this.iss, ack: isSynAck ? this.rcvNxt : null, flags: TcpFlag.SYN,
       window: Math.min(this.cfg.rcvBuf, 0xffff), options,
@@ -304,12 +312,7 @@ export class TcpConnection {
     if (seq !== this.rcvNxt) {
       // Out of order: keep it (bounded by the window) and send a duplicate ACK at once so the guest
       // fast-retransmits the hole.
-      // Repeats of a held segment are not stored twice (they would eat the window they are counted in).
-      if (data.length && this.ooo.length < OOO_MAX_SEGMENTS && !this.ooo.some((o) => o.seq === seq && o.data.length >= data.length)) {
-        this.ooo.push({ seq, data: data.slice(), fin });
-        this.oooBytes += data.length;
-        this.ooo.sort((a, b) => seqDiff(a.seq, b.seq));
-      }
+      if (data.length) this.holdOutOfOrder(seq, data, fin);
       this.sendAck();
       return;
     }
@@ -325,6 +328,33 @@ export class TcpConnection {
     }
     this.ackNeeded = true;
     this.env.wantTimer(this);
+  }
+
+  /** Keeps an out-of-order segment, sorted by sequence; repeats are not stored twice (they would eat the window they count in). */
+  private holdOutOfOrder(seq: number, data: Uint8Array, fin: boolean): void {
+    const q = this.ooo;
+    let lo = 0, hi = q.length;
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (seqLt(q[mid]!.seq, seq)) lo = mid + 1; else hi = mid; }
+    if (q[lo] && q[lo]!.seq === seq && q[lo]!.data.length >= data.length) return;
+    if (q.length >= OOO_MAX_SEGMENTS) return;
+    q.splice(lo, 0, { seq, data: data.slice(), fin });
+    this.oooBytes += data.length;
+    this.lastOooSeq = seq;
+  }
+
+  /** SACK blocks for the held out-of-order data, the one holding the latest arrival first (RFC 2018 §4). */
+  private sackBlocks(): Array<[number, number]> | undefined {
+    if (!this.sackOk || this.ooo.length === 0) return undefined;
+    const blocks: Array<[number, number]> = [];
+    for (const s of this.ooo) {
+      const end = seqAdd(s.seq, s.data.length);
+      const last = blocks[blocks.length - 1];
+      if (last && seqLe(s.seq, last[1])) { if (seqGt(end, last[1])) last[1] = end; }
+      else blocks.push([s.seq, end]);
+    }
+    const i = blocks.findIndex(([l, r]) => seqGe(this.lastOooSeq, l) && seqLt(this.lastOooSeq, r));
+    if (i > 0) blocks.unshift(...blocks.splice(i, 1));
+    return blocks.slice(0, MAX_SACK_BLOCKS);
   }
 
   private deliver(data: Uint8Array, fin: boolean): void {
@@ -471,7 +501,8 @@ export class TcpConnection {
 
   private emitFlags(seq: number, flags: number): void {
     this.ackNeeded = false;
-    this.env.emit(this.ep, { seq, ack: this.rcvNxt, flags, window: this.advertisedWindow(), options: {} }, 0);
+    const sack = this.sackBlocks();
+    this.env.emit(this.ep, { seq, ack: this.rcvNxt, flags, window: this.advertisedWindow(), options: sack ? { sack } : {} }, 0);
   }
 
   private advertisedWindow(): number {

@@ -346,3 +346,40 @@ suite("namespace guest at MTU 65520", () => {
     }
   }, 120_000);
 });
+
+suite("namespace guest over a lossy, duplicating, reordering link", () => {
+  test("16 MiB each way survive 2% loss, 1% duplication and 2% reordering in both directions; pcap written", async () => {
+    const data = BIG.subarray(0, 16 << 20);
+    const want = sha(data);
+    const http = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(data) });
+    let upHash = "";
+    const sink = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: {
+      open(s: Socket<{ h: ReturnType<typeof createHash> }>) { s.data = { h: createHash("sha256") }; },
+      data(s: Socket<{ h: ReturnType<typeof createHash> }>, d: Uint8Array) { s.data.h.update(d); },
+      end(s: Socket<{ h: ReturnType<typeof createHash> }>) { upHash = s.data.h.digest("hex"); s.write(upHash + "\n"); s.end(); },
+    } });
+    const pcapPath = `${tmpdir()}/msb-netstack-lossy-${process.pid}.pcap`;
+    const g = await startGuest({ policy: allowLoopbackPorts(http.port!, sink.port), faults: { drop: 0.02, duplicate: 0.01, reorder: 0.02, seed: 7 }, pcapPath });
+    const file = `${tmpdir()}/msb-netstack-lossy-up-${process.pid}`;
+    writeFileSync(file, data);
+    try {
+      const down = await g.exec(["sh", "-c", `curl -sS -m 120 http://10.0.2.2:${http.port}/ | sha256sum`], { timeoutMs: 150_000 });
+      expect(down.stdout.split(" ")[0]).toBe(want);
+      const up = await g.exec(["python3", "-c", `
+import socket
+s = socket.create_connection(("10.0.2.2", ${sink.port}), timeout=60)
+s.sendall(open("${file}", "rb").read()); s.shutdown(socket.SHUT_WR)
+print(s.makefile().readline().strip())
+`], { timeoutMs: 150_000 });
+      expect(up.stdout.trim()).toBe(want);
+      expect(upHash).toBe(want);
+      expect(Bun.file(pcapPath).size).toBeGreaterThan(32 << 20);
+    } finally {
+      await g.close();
+      http.stop(true);
+      sink.stop(true);
+      rmSync(file, { force: true });
+      rmSync(pcapPath, { force: true });
+    }
+  }, 300_000);
+});
