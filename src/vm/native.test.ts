@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { VmSpec } from "./backend";
 import { probeKvm } from "./kvm";
-import { NativeBackend, findNativeLib } from "./native";
+import { NativeBackend, findNativeLib, nativeLinuxSkipReason } from "./native";
 
 const root = resolve(import.meta.dir, "../..");
 const guestsDir = join(root, "native", "guests");
@@ -137,6 +137,12 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     const notElf = join(dir, "not-elf");
     writeFileSync(notElf, "garbage");
     await expect(new NativeBackend().start(specFor(notElf))).rejects.toThrow(/not a usable x86-64 ELF/);
+  });
+
+  test("says why a Linux guest cannot run natively here", async () => {
+    const reason = await nativeLinuxSkipReason(kvm);
+    if (kvm.kind === "hardware") expect(reason).toBeUndefined();
+    else expect(reason).toContain(kvm.reason);
   });
 
   test("describe() says what kind of KVM it runs on", () => {

@@ -78,6 +78,20 @@ async function extract(file: Blob): Promise<string> {
   return path;
 }
 
+/**
+ * Why a full Linux guest cannot be run on the native backend here, or undefined when it can
+ * (hardware KVM and the library present). For e2e suites' skip lines under MSB_BACKEND=native.
+ */
+export async function nativeLinuxSkipReason(kvm: KvmProbe = probeKvm()): Promise<string | undefined> {
+  if (kvm.kind !== "hardware") return `the native backend boots Linux only on hardware KVM: ${kvm.reason}`;
+  try {
+    await loadNative();
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  return undefined;
+}
+
 /** Loads the VMM library once per process and checks it speaks our ABI. */
 export function loadNative(): Promise<NativeLib> {
   loaded ??= (async () => {
