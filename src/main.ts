@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 // Entry point of the msb binary: the CLI, or the hidden supervisor mode it re-executes itself in.
 
-import { runCli } from "./cli";
+import { runCli } from "./cli/main";
 import { runSupervisor } from "./supervisor";
 
 const args = process.argv.slice(2);

@@ -3,9 +3,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { checkFlags, splitCommand } from "./cli";
-import { eventually, leftoverSandboxes, processesOf, removeHome, repoRoot, useTempHome } from "./testing";
-import { VERSION } from "./version";
+import { checkFlags, splitCommand } from "./args";
+import { eventually, leftoverSandboxes, processesOf, removeHome, repoRoot, useTempHome } from "../testing";
+import { VERSION } from "../version";
 
 const home = useTempHome();
 const binary = join(repoRoot, "dist", "msb");

@@ -1,0 +1,74 @@
+// `msb run`: create a sandbox, run one command in it with live output, exit with its code.
+
+import { defineCommand, parseArgs, type ArgsDef } from "citty";
+import { MsbError } from "../errors";
+import { Sandbox } from "../sandbox";
+import { checkFlags, parseEnv, parsePositiveInt, splitCommand } from "./args";
+
+const runArgs = {
+  image: { type: "positional", required: false, description: "Image to run (default: the built-in busybox root)" },
+  name: { type: "string", description: "Name the sandbox (default: a random name; removed when it stops)" },
+  cpus: { type: "string", description: "Number of vCPUs (default 1)" },
+  memory: { type: "string", alias: "m", description: "Memory in MiB (default 512)" },
+  env: { type: "string", alias: "e", description: "Set an environment variable, NAME=VALUE (repeatable)" },
+  workdir: { type: "string", alias: "w", description: "Working directory inside the sandbox" },
+  backend: { type: "string", description: "VM backend: native or qemu (default: native with hardware KVM, else qemu)" },
+  quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice" },
+} satisfies ArgsDef;
+
+export const run = defineCommand({
+  meta: { name: "run", description: "Run a command in a new sandbox and stream its output; exits with its exit code" },
+  args: runArgs,
+  async run({ rawArgs }) {
+    const { own, command } = splitCommand(rawArgs);
+    checkFlags(own, runArgs, "run");
+    // Parse only what precedes `--`: everything after it belongs to the guest command.
+    const args = parseArgs(own, runArgs);
+    const positionals = args._;
+    if (positionals.length > 1) throw new MsbError("usage", `unexpected argument "${positionals[1]}"; put the command after --, e.g. msb run -- echo hi`);
+    const backend = args.backend as string | undefined;
+    if (backend !== undefined && backend !== "qemu" && backend !== "native") {
+      throw new MsbError("usage", `--backend must be "native" or "qemu", not "${backend}"`);
+    }
+    const argv = command.length > 0 ? command : ["/bin/sh"];
+    const sandbox = await Sandbox.create({
+      image: args.image as string | undefined,
+      name: args.name as string | undefined,
+      cpus: parsePositiveInt(args.cpus, "--cpus"),
+      memoryMiB: parsePositiveInt(args.memory, "--memory"),
+      env: parseEnv(args.env),
+      workdir: args.workdir as string | undefined,
+      backend: backend as "qemu" | "native" | undefined,
+    });
+    if (!args.quiet) process.stderr.write(`msb: ${sandbox.notice}\n`);
+    let status;
+    try {
+      status = await streamCommand(sandbox, argv);
+    } finally {
+      await sandbox.stop();
+    }
+    process.exitCode = status.code ?? 128 + (status.signal ?? 0);
+  },
+});
+
+/** Runs argv with live output on our stdout/stderr, our stdin forwarded when it is not a terminal. */
+async function streamCommand(sandbox: Sandbox, argv: string[]) {
+  const forwardStdin = !process.stdin.isTTY;
+  const proc = sandbox.spawn(argv[0]!, argv.slice(1), { stdin: forwardStdin });
+  const pump = async (source: AsyncIterable<Uint8Array>, target: NodeJS.WriteStream) => {
+    for await (const chunk of source) {
+      // Wait for each chunk to be flushed so a slow reader of our output slows the command.
+      await new Promise<void>((resolve, reject) => target.write(chunk, (error) => (error ? reject(error) : resolve())));
+    }
+  };
+  const input = forwardStdin
+    ? (async () => {
+        for await (const chunk of Bun.stdin.stream()) await proc.write(chunk);
+        await proc.end();
+      })().catch(() => {})
+    : undefined;
+  await Promise.all([pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr)]);
+  const status = await proc.wait();
+  void input;
+  return status;
+}
