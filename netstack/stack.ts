@@ -52,7 +52,10 @@ export interface NetStackOptions {
 
 /** A frame stream attached to the stack. */
 export interface NetLink {
-  /** Bytes read from the stream (u32-BE-length-framed Ethernet frames). */
+  /**
+   * Bytes read from the stream (u32-BE-length-framed Ethernet frames). The stack takes the chunk
+   * over: the caller must not modify it afterwards (Bun's socket callbacks hand out fresh buffers).
+   */
   receive(chunk: Uint8Array): void;
   /** The sink can take more (call from the socket's drain callback). */
   drain(): void;

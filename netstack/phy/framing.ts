@@ -51,10 +51,14 @@ export class FrameDecoder {
         this.partsLen += chunk.length;
         return;
       }
-      buf = this.concat(chunk, this.partsLen + chunk.length);
+      // Complete the straddling frame with a copy of just its bytes; the rest of the chunk is parsed in place.
+      const whole = this.concat(chunk, this.need);
+      const used = this.need - this.partsLen;
       this.parts = [];
       this.partsLen = 0;
       this.need = -1;
+      onFrame(whole.subarray(FRAME_LEN_BYTES));
+      buf = chunk.subarray(used);
     }
     let off = 0;
     while (buf.length - off >= FRAME_LEN_BYTES) {

@@ -362,9 +362,10 @@ export class TcpConnection {
     if (data.length) {
       this.rcvNxt = seqAdd(this.rcvNxt, data.length);
       // Held until the end of the frame batch, then written to the upstream in one call: one
-      // syscall per batch instead of per segment. Frames are views into the link's receive
-      // buffer, so what we keep is copied.
-      this.pending.push(data.slice());
+      // syscall per batch instead of per segment. Frames are views into received chunks, which the
+      // link hands over for good (NetLink.receive); small segments are copied anyway so a few bytes
+      // never pin a large chunk.
+      this.pending.push(data.length >= 2048 ? data : data.slice());
       this.pendingBytes += data.length;
     }
     if (fin) {
@@ -424,7 +425,8 @@ export class TcpConnection {
 
   private flushPending(): void {
     const before = this.rcvWindow();
-    if (this.pending.length > 1) {
+    // Coalesce small segments into one write; large ones are written as they are (no copy).
+    if (this.pending.length > 1 && this.pendingBytes < this.pending.length * 16384) {
       const all = new Uint8Array(this.pendingBytes);
       let o = 0;
       for (const p of this.pending) { all.set(p, o); o += p.length; }
