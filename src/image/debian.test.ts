@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { fixtureDir } from "../../bench/image-fixture-debian.ts";
 import { have, skopeoPush, startRegistry, type TestRegistry } from "./harness.ts";
 import { pullImage } from "./pull.ts";
-import { ImageStore } from "./store.ts";
+import { ImageStore, sha256File } from "./store.ts";
 
 const oci = join(fixtureDir(), "oci");
 const fs = existsSync("/proc/filesystems") ? readFileSync("/proc/filesystems", "utf8") : "";
@@ -71,6 +71,7 @@ else {
     const root = store.guestRoot(`${reg.host}/debian/python3:bookworm-python3`);
     expect(root.config.cmd).toEqual(["python3"]);
     for (const l of root.layers) expect(run(["fsck.erofs", l]).code).toBe(0);
+    const digests = root.layers.map(sha256File);
     const a = sandboxRoot(root.layers, "a");
     const b = sandboxRoot(root.layers, "b");
     const py = run(["chroot", a, "/usr/bin/env", "-i", ...root.config.env!, "python3", "-c", "print(2**100)"]);
@@ -83,5 +84,6 @@ else {
     expect(existsSync(join(a, "etc/hostname"))).toBe(false);
     expect(existsSync(join(b, "etc/hostname"))).toBe(true);
     await store.verify(root.id);
+    expect(root.layers.map(sha256File)).toEqual(digests);
   }, 120_000);
 }

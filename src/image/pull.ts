@@ -13,7 +13,7 @@ import {
   LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
   type Descriptor, type RegistryOptions,
 } from "./registry.ts";
-import { ImageStore, LAYER_FORMAT, sha256File, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
+import { ImageStore, LAYER_FORMAT, fileChecksum, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
 import { DEFAULT_TAR_LIMITS, type TarLimits } from "./tar.ts";
 
 export type PullPolicy = "always" | "if-missing" | "never";
@@ -251,7 +251,7 @@ async function layerRecordFromStore(store: ImageStore, diffId: string, desc: Des
     if (l) return { ...l, digest: desc.digest, mediaType: desc.mediaType, size: desc.size };
   }
   const p = store.layerPath(diffId);
-  return { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, diffId, erofsSize: statSync(p).size, erofsSha256: sha256File(p), tarBytes: 0, format: LAYER_FORMAT };
+  return { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, diffId, erofsSize: statSync(p).size, erofsChecksum: fileChecksum(p), tarBytes: 0, format: LAYER_FORMAT };
 }
 
 function validateManifest(manifest: any, name: string, maxLayerBytes: number): Descriptor[] {
@@ -365,7 +365,7 @@ export async function convertBlob(
     rmSync(out, { force: true });
     throw new ImageError("DIGEST_MISMATCH", `uncompressed layer digest is ${gotDiff}, the image config says ${diffId}`);
   }
-  const erofsSha256 = sha256File(out);
+  const erofsChecksum = fileChecksum(out);
   progress?.(received);
   return {
     digest: desc.digest,
@@ -373,7 +373,7 @@ export async function convertBlob(
     size: desc.size,
     diffId: gotDiff,
     erofsSize: stats.bytes,
-    erofsSha256,
+    erofsChecksum,
     tarBytes: stats.tarBytes,
     format: LAYER_FORMAT,
   };

@@ -27,9 +27,13 @@ export interface LayerRecord {
   size?: number;
   /** sha256 of the uncompressed tar. */
   diffId: string;
-  /** Bytes of the EROFS image and its sha256, to check that the cache was never changed. */
+  /**
+   * Bytes of the EROFS image and its checksum (see fileChecksum), to check that the cache was
+   * never changed. Not a content address, so a fast non-cryptographic hash is enough: whoever
+   * could rewrite a layer file could rewrite this record too.
+   */
   erofsSize: number;
-  erofsSha256: string;
+  erofsChecksum: string;
   tarBytes: number;
   format: number;
 }
@@ -247,9 +251,9 @@ export class ImageStore {
     const rec = this.get(input);
     for (const l of rec.layers) {
       const p = this.layerPath(l.diffId);
-      const got = sha256File(p);
-      if (got !== l.erofsSha256)
-        throw new ImageError("DIGEST_MISMATCH", `image ${input}: cached layer ${p} has changed (sha256 ${got}, recorded ${l.erofsSha256})`);
+      const got = fileChecksum(p);
+      if (got !== l.erofsChecksum)
+        throw new ImageError("DIGEST_MISMATCH", `image ${input}: cached layer ${p} has changed (checksum ${got}, recorded ${l.erofsChecksum}); remove it with msb rmi and pull again`);
     }
   }
 
@@ -369,6 +373,22 @@ export function sha256File(path: string): string {
     closeSync(fd);
   }
   return h.digest("hex");
+}
+
+/**
+ * Fast whole-file checksum: xxHash3 over 4 MiB blocks, each seeded with the previous result.
+ * About 8x cheaper than sha256 on machines without SHA instructions.
+ */
+export function fileChecksum(path: string): string {
+  let h = 0n;
+  const buf = new Uint8Array(4 << 20);
+  const fd = openSync(path, "r");
+  try {
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h = BigInt(Bun.hash.xxHash3(buf.subarray(0, n), h));
+  } finally {
+    closeSync(fd);
+  }
+  return `xxh3c4m:${h.toString(16).padStart(16, "0")}`;
 }
 
 export function processAlive(pid: number): boolean {
