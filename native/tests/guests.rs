@@ -209,3 +209,20 @@ fn hostile_driver_breaks_only_its_own_device() {
     assert!(stats.contains("is more than a queue ahead"), "stats: {stats}");
     assert_eq!(std::fs::read(&disk).unwrap(), vec![0u8; 4096]);
 }
+
+#[test]
+fn two_vms_in_one_process_run_independently() {
+    if skip_without_kvm("two_vms_in_one_process_run_independently") {
+        return;
+    }
+    // One VM triple-faults while the other prints: the fault ends only its own VM.
+    let (log_a, log_b) = (log_of("pair-a"), log_of("pair-b"));
+    let a = Vmm::create(&VmConfig::from_json(&spec(&guest("triple"), "", &log_a)).unwrap()).unwrap();
+    let b = Vmm::create(&VmConfig::from_json(&spec(&guest("hello"), "", &log_b)).unwrap()).unwrap();
+    a.start().unwrap();
+    b.start().unwrap();
+    let (ea, eb) = (a.wait(), b.wait());
+    assert!(matches!(ea.reason, ExitReason::Reset | ExitReason::Crash), "{ea:?}");
+    assert_eq!(eb.reason, ExitReason::Reset, "{eb:?}");
+    assert!(std::fs::read_to_string(&log_b).unwrap().contains("hello from the guest"));
+}
