@@ -378,8 +378,9 @@ d("pull from a real registry", () => {
     }
   });
 
-  const faults: [string, "500" | "truncate" | "hang" | "corrupt", string, RegExp][] = [
+  const faults: [string, "500" | "429" | "truncate" | "hang" | "corrupt", string, RegExp][] = [
     ["persistent 500", "500", "REGISTRY_ERROR", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*HTTP 500 3 times/],
+    ["persistent 429", "429", "RATE_LIMITED", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*HTTP 429 \(rate limited\) 3 times/],
     ["truncated blob", "truncate", "TRUNCATED", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*(ended after|ends in the middle)/],
     ["corrupted blob (digest mismatch)", "corrupt", "DIGEST_MISMATCH|TAR_INVALID", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*(digest is sha256|cannot unpack)/],
     ["registry stops answering (timeout)", "hang", "TIMEOUT", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*no response from the registry within 300 ms/],
