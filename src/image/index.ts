@@ -37,6 +37,16 @@ export function pruneImages(opts: StoreOption & Pick<RemoveOptions, "inUse"> = {
   return (opts.store ?? new ImageStore()).prune(opts);
 }
 
+/** `msb image inspect`: the stored record (config, layers with digests, diff_ids, sizes). */
+export function inspectImage(ref: string, opts: StoreOption = {}) {
+  return (opts.store ?? new ImageStore()).get(ref);
+}
+
+/** Re-checks an image's cached layer files; throws DIGEST_MISMATCH naming the changed file. */
+export function verifyImage(ref: string, opts: StoreOption = {}): Promise<void> {
+  return (opts.store ?? new ImageStore()).verify(ref);
+}
+
 /** What the VM needs to boot an image already in the store (see GuestRoot). */
 export function imageRoot(ref: string, opts: StoreOption = {}): GuestRoot {
   return (opts.store ?? new ImageStore()).guestRoot(ref);
