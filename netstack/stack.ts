@@ -165,7 +165,8 @@ export class NetStack {
     const enc = this.encoder;
     if (!enc) return;
     this.pcap?.write(unframed(framed));
-    if (this.txFaults) this.txFaults.pass(framed, (f) => enc.send(f), false); // frames we built are never reused: no copy needed
+    // Copies: a frame sent twice must not be recycled after its first write.
+    if (this.txFaults) this.txFaults.pass(framed, (f) => enc.send(f), true);
     else enc.send(framed);
   }
 
@@ -212,6 +213,8 @@ export class NetStack {
     enc.onWritable = () => this.iface.linkWritable();
     this.encoder = enc;
     this.decoder = dec;
+    // Connections that held back while no stream was attached may send now.
+    queueMicrotask(() => { if (this.encoder === enc) this.iface.linkWritable(); });
     const iface = this.iface;
     return {
       receive: (chunk) => {

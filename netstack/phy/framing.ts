@@ -88,9 +88,12 @@ export class FrameDecoder {
 
 /** Batches outgoing frames and keeps what the sink could not take. */
 export class FrameEncoder {
+  /** Frames queued since the last flush. */
   private queue: Uint8Array[] = [];
   private queuedBytes = 0;
-  private backlog: Uint8Array | null = null;
+  /** Packed writes not yet (fully) accepted by the sink, in order; the first may be partly written. */
+  private backlog: Array<{ data: Uint8Array; frames: Uint8Array[] }> = [];
+  private backlogBytes = 0;
   private scheduled = false;
   private closed = false;
   /** Called when the backlog has gone (the stack may send more). */
@@ -103,7 +106,7 @@ export class FrameEncoder {
   ) {}
 
   get bufferedBytes(): number {
-    return this.queuedBytes + (this.backlog?.length ?? 0);
+    return this.queuedBytes + this.backlogBytes;
   }
   get full(): boolean {
     return this.bufferedBytes >= this.highWater;
@@ -122,17 +125,15 @@ export class FrameEncoder {
     }
   }
 
+  /** Packs the queued frames into as few writes as possible and writes them. */
   flush(): void {
     this.scheduled = false;
-    if (this.closed || this.backlog || this.queue.length === 0) return;
+    if (this.closed || this.queue.length === 0) return;
     const queue = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
-    // Small frames are coalesced into one write (one syscall for a burst of ACKs or 1500-byte
-    // segments); large frames go out as they are, sparing a copy.
     let i = 0;
     while (i < queue.length) {
-      let data: Uint8Array;
       const first = queue[i]!;
       // Frames that follow each other in the same slab go out as one view, without copying.
       let j = i + 1, end = first.byteOffset + first.length, n = first.length;
@@ -141,42 +142,51 @@ export class FrameEncoder {
         if (f.buffer !== first.buffer || f.byteOffset !== end) break;
         end += f.length; n += f.length; j++;
       }
-      if (j > i + 1) { data = new Uint8Array(first.buffer, first.byteOffset, n); i = j; }
-      else if (first.length >= COALESCE_LIMIT) data = queue[i++]!;
-      else {
-        let j = i, n = 0;
-        while (j < queue.length && queue[j]!.length < COALESCE_LIMIT && n < BATCH_BYTES) n += queue[j++]!.length;
-        if (j === i + 1) data = queue[i]!;
-        else {
-          data = new Uint8Array(n);
-          let o = 0;
-          for (let k = i; k < j; k++) { data.set(queue[k]!, o); o += queue[k]!.length; }
-        }
+      if (j > i + 1) {
+        this.pushBacklog(new Uint8Array(first.buffer, first.byteOffset, n), queue.slice(i, j));
         i = j;
-      }
-      const w = this.sink.write(data);
-      if (w < data.length) {
-        // Keep the unsent rest and everything after it, in order.
-        const rest = [data.subarray(Math.max(0, w)), ...queue.slice(i)];
-        let total = 0;
-        for (const r of rest) total += r.length;
-        const b = new Uint8Array(total);
-        let o = 0;
-        for (const r of rest) { b.set(r, o); o += r.length; }
-        this.backlog = b;
-        return;
+      } else if (first.length >= COALESCE_LIMIT) {
+        this.pushBacklog(first, [first]);
+        i++;
+      } else {
+        // Small frames from different places: one copy buys one syscall for the lot.
+        let k = i, m = 0;
+        while (k < queue.length && queue[k]!.length < COALESCE_LIMIT && m < BATCH_BYTES) m += queue[k++]!.length;
+        if (k === i + 1) this.pushBacklog(first, [first]);
+        else {
+          const data = new Uint8Array(m);
+          let o = 0;
+          for (let q = i; q < k; q++) { data.set(queue[q]!, o); o += queue[q]!.length; releaseFrame(queue[q]!); }
+          this.pushBacklog(data, []);
+        }
+        i = k;
       }
     }
+    this.writeBacklog();
+  }
+
+  private pushBacklog(data: Uint8Array, frames: Uint8Array[]): void {
+    this.backlog.push({ data, frames });
+    this.backlogBytes += data.length;
+  }
+
+  /** Writes until the sink stops taking; returns true when everything went. */
+  private writeBacklog(): boolean {
+    while (this.backlog.length) {
+      const b = this.backlog[0]!;
+      const w = Math.max(0, this.sink.write(b.data));
+      this.backlogBytes -= Math.min(w, b.data.length);
+      if (w < b.data.length) { b.data = b.data.subarray(w); return false; }
+      this.backlog.shift();
+      for (const f of b.frames) releaseFrame(f);
+    }
+    return true;
   }
 
   /** The sink can take more: resend the backlog, then whatever queued meanwhile. */
   drain(): void {
     if (this.closed) return;
-    if (this.backlog) {
-      const n = this.sink.write(this.backlog);
-      if (n < this.backlog.length) { this.backlog = this.backlog.subarray(Math.max(0, n)); return; }
-      this.backlog = null;
-    }
+    if (!this.writeBacklog()) return;
     this.flush();
     if (!this.full) this.onWritable();
   }
@@ -184,26 +194,57 @@ export class FrameEncoder {
   close(): void {
     this.closed = true;
     this.queue = [];
-    this.backlog = null;
+    this.backlog = [];
+    this.backlogBytes = 0;
   }
 }
 
 /**
- * Outgoing frames are carved one after another out of shared slabs: no per-frame zeroing, a cheap
- * `.buffer` for the checksum's word view, and frames sent in a row sit back to back in memory so the
- * encoder writes them with one call and no copy. A slab is never reused; it is freed with its last frame.
+ * Outgoing frames are carved one after another out of shared slabs: a cheap `.buffer` for the
+ * checksum's word view, and frames sent in a row sit back to back in memory so the encoder writes
+ * them with one call and no copy. A slab goes back to a small pool once the sink has taken every
+ * frame carved from it (fresh memory costs page faults at 64 KiB per frame); a frame that never
+ * reaches the sink just keeps its slab out of the pool until the GC frees it.
  */
 const SLAB_BYTES = 4 << 20;
-let slab = new ArrayBuffer(SLAB_BYTES);
-let slabUsed = 0;
+const POOL_SLABS = 4;
+interface Slab { buf: ArrayBuffer; used: number; outstanding: number }
+const slabOf = new WeakMap<ArrayBuffer, Slab>();
+const pool: Slab[] = [];
+let slab = newSlab();
 
-/** A zeroed buffer for one outgoing frame of `len` bytes; the frame starts at FRAME_LEN_BYTES (room for the length prefix). */
+function newSlab(): Slab {
+  const s = { buf: new ArrayBuffer(SLAB_BYTES), used: 0, outstanding: 0 };
+  slabOf.set(s.buf, s);
+  return s;
+}
+
+/**
+ * A buffer for one outgoing frame of `len` bytes; the frame starts at FRAME_LEN_BYTES (room for the
+ * length prefix). Memory may be recycled: small frames are zeroed, large ones (data segments) are
+ * fully overwritten by their emitters.
+ */
 export function allocFrame(len: number): Uint8Array {
   const n = FRAME_LEN_BYTES + len;
   if (n > SLAB_BYTES / 4) return new Uint8Array(n);
-  if (slabUsed + n > SLAB_BYTES) { slab = new ArrayBuffer(SLAB_BYTES); slabUsed = 0; }
+  if (slab.used + n > SLAB_BYTES) {
+    const old = slab;
+    slab = pool.pop() ?? newSlab();
+    slab.used = 0;
+    if (old.outstanding === 0 && pool.length < POOL_SLABS) pool.push(old);
+  }
   // Keep frames 2-byte aligned so the checksum's 16-bit view applies.
-  const f = new Uint8Array(slab, slabUsed, n);
-  slabUsed += (n + 1) & ~1;
+  const f = new Uint8Array(slab.buf, slab.used, n);
+  slab.used += (n + 1) & ~1;
+  slab.outstanding++;
+  if (n < 512) f.fill(0);
   return f;
+}
+
+/** The sink has taken `f`: its slab space may be reused once all its neighbours are gone too. */
+export function releaseFrame(f: Uint8Array): void {
+  const s = slabOf.get(f.buffer as ArrayBuffer);
+  if (!s) return;
+  s.outstanding--;
+  if (s.outstanding === 0 && s !== slab && pool.length < POOL_SLABS && !pool.includes(s)) { s.used = 0; pool.push(s); }
 }
