@@ -180,6 +180,9 @@ export class Interface {
       case IpProto.TCP: return this.onTcp(4, ip.src, ip.dst, body);
       case IpProto.UDP: {
         const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst);
+        // No ICMP errors about broadcast or multicast datagrams (RFC 1122 §3.2.2): mDNS, DHCP and
+        // the like are dropped quietly.
+        if (ip.dst[0]! >= 224 || this.isBroadcastV4(ip.dst)) return this.drop("udp-multicast");
         if (!this.h.udp(4, ip.src, u.srcPort, ip.dst, u.dstPort, u.payload)) this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 13);
         return;
       }
@@ -192,6 +195,15 @@ export class Interface {
       default:
         return this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 2);
     }
+  }
+
+  /** The guest subnet's directed broadcast address. */
+  private isBroadcastV4(a: Uint8Array): boolean {
+    const hostBits = 32 - this.cfg.guestPrefixV4;
+    if (hostBits <= 0) return false;
+    const ip = ((a[0]! << 24) | (a[1]! << 16) | (a[2]! << 8) | a[3]!) >>> 0;
+    const mask = hostBits >= 32 ? 0xffffffff : (2 ** hostBits - 1);
+    return (ip & mask) >>> 0 === mask && inPrefix(a, this.cfg.guestIPv4, this.cfg.guestPrefixV4);
   }
 
   /** ICMP destination unreachable with the offending header + 8 bytes (RFC 792), from the address the guest tried. */
@@ -241,6 +253,7 @@ export class Interface {
       case IpProto.TCP: return this.onTcp(6, ip.src, ip.dst, body);
       case IpProto.UDP: {
         const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst);
+        if (ip.dst[0] === 0xff) return this.drop("udp-multicast");
         if (!this.h.udp(6, ip.src, u.srcPort, ip.dst, u.dstPort, u.payload)) this.unreachableV6(ip.src, ip.dst, pkt.buf.subarray(0, IPV6_HEADER_LEN + ip.payloadLen), 1);
         return;
       }
