@@ -63,7 +63,7 @@ else {
     for (const m of mounts.reverse()) run(["umount", m]);
     await reg?.stop();
     rmSync(work, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   test("pull → EROFS → overlay → chroot python3 -c 'print(2**100)'; sandboxes isolated; cache unchanged", async () => {
     const store = new ImageStore(join(work, "home"));

@@ -24,7 +24,7 @@ beforeAll(() => {
     { entries: [{ path: "app/run.sh", data: "#!/bin/sh\necho app\n", mode: 0o755 }, { path: "etc/.wh.group", data: "" }], compression: "zstd" },
   ], { Cmd: ["/app/run.sh"], WorkingDir: "/app" }, "v1");
 });
-afterAll(() => rmSync(work, { recursive: true, force: true }));
+afterAll(() => rmSync(work, { recursive: true, force: true }), 60_000);
 
 const home = () => mkdtempSync(join(work, "home-"));
 

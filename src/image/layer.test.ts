@@ -12,7 +12,7 @@ import { ImageError } from "./errors.ts";
 
 let dir: string;
 beforeAll(() => { dir = mkdtempSync(join(tmpdir(), "msb-layer-test-")); });
-afterAll(() => { rmSync(dir, { recursive: true, force: true }); });
+afterAll(() => { rmSync(dir, { recursive: true, force: true }); }, 60_000);
 
 function stream(b: Uint8Array): ReadableStream<Uint8Array> {
   // Small uneven chunks exercise header/body boundaries across reads.
@@ -225,7 +225,7 @@ const canMount = (() => {
 
 describe.skipIf(!canMount)("on a real kernel mount (needs root + erofs/overlay; skipped otherwise)", () => {
   const mounts: string[] = [];
-  afterAll(() => { for (const m of mounts.reverse()) run(["umount", m]); });
+  afterAll(() => { for (const m of mounts.reverse()) run(["umount", m]); }, 60_000);
   function mount(img: string): string {
     const m = join(dir, `m${n++}`);
     mkdirSync(m);

@@ -128,7 +128,7 @@ d("pull from a real registry", () => {
     await Promise.all([basicReg?.stop(), tokenReg?.stop()]);
     delete process.env.DOCKER_CONFIG;
     rmSync(work, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   test("basic auth with credentials from ~/.docker/config.json; layers are byte-identical to a direct conversion; config honoured", async () => {
     mkdirSync(process.env.DOCKER_CONFIG!, { recursive: true });
