@@ -308,3 +308,27 @@ test("with SACK agreed, ACKs report held out-of-order ranges, the latest first",
   expect(t.out.at(-1)!.ack).toBe(1501);
   expect(t.out.at(-1)!.options.sack).toEqual([[1601, 1701]]);
 });
+
+test("the guest's SACK blocks steer retransmission to the holes only", () => {
+  const t = setup();
+  t.c.acceptSyn(t.seg({ seq: 1000, flags: TcpFlag.SYN, window: 20000, options: { mss: 1000, sackPermitted: true } }));
+  t.c.upstreamOpened(t.up);
+  const iss = t.out[0]!.seq;
+  t.c.onSegment(t.seg({ seq: 1001, ack: iss + 1, window: 20000 }));
+  t.c.upstreamData(new Uint8Array(8000));
+  const base = iss + 1;
+  expect(t.out.filter((o) => o.payload.length).length).toBe(8);
+  t.out.length = 0;
+  // Segments 0 and 3 lost; the guest SACKs 1-2 and 4-7.
+  const dup = (sack: Array<[number, number]>) => t.c.onSegment(t.seg({ seq: 1001, ack: base, window: 20000, options: { sack } }));
+  dup([[base + 1000, base + 3000]]);
+  dup([[base + 4000, base + 8000], [base + 1000, base + 3000]]);
+  expect(t.out.length).toBe(0);
+  dup([[base + 4000, base + 8000], [base + 1000, base + 3000]]);
+  expect(t.out.map((o) => o.seq - base)).toEqual([0, 3000]);
+  // Partial ACK up to the second hole: nothing left to resend but it, which already went.
+  t.c.onSegment(t.seg({ seq: 1001, ack: base + 3000, window: 20000, options: { sack: [[base + 4000, base + 8000]] } }));
+  t.c.onSegment(t.seg({ seq: 1001, ack: base + 8000, window: 20000 }));
+  expect(t.c.sendQ.length).toBe(0);
+  expect(t.out.length).toBe(2);
+});

@@ -109,6 +109,11 @@ export class TcpConnection {
   /** Both sides agreed on SACK: our ACKs tell the guest which out-of-order data we hold (RFC 2018). */
   private sackOk = false;
   private lastOooSeq = 0;
+  /** What the guest reported holding beyond sndUna (merged, sorted), and loss-recovery state. */
+  private sacked: Array<[number, number]> = [];
+  private inRecovery = false;
+  private recoverEnd = 0;
+  private rexmitNext = 0;
   private accounted = 0; // bytes currently charged to the shared budget
   private readonly retryResume = () => this.tryResume();
 
@@ -263,11 +268,17 @@ export class TcpConnection {
       this.setWindow(seg);
       this.sndWl1 = seg.seq; this.sndWl2 = ack;
     }
+    if (this.sackOk && seg.options.sack) this.addSack(seg.options.sack);
     if (acked > 0) {
       const finAcked = this.finSent && ack === this.sndNxt;
       this.sendQ.consume(Math.min(acked, this.sendQ.length));
       this.sndUna = ack;
       this.dupAcks = 0;
+      this.pruneSack();
+      if (this.inRecovery) {
+        if (seqGe(ack, this.recoverEnd)) this.inRecovery = false;
+        else this.retransmitHoles(); // partial ACK: the next hole is lost too (RFC 6582 / 6675)
+      }
       this.retries = 0;
       if (this.rttSeq !== null && seqGe(ack, this.rttSeq)) { this.sampleRtt(this.env.now() - this.rttStart); this.rttSeq = null; }
       if (this.sndUna === this.sndNxt) this.stopRto(); else this.armRto(true);
@@ -281,8 +292,13 @@ export class TcpConnection {
         else if (this.state === "LAST_ACK") { this.finish(); return false; }
       }
     } else if (seg.payload.length === 0 && !(seg.flags & TcpFlag.FIN) && this.sndNxt !== this.sndUna && this.sndWnd === oldWnd) {
-      // Three duplicate ACKs: the guest lost a segment; resend it without waiting for the timer.
-      if (++this.dupAcks === 3) this.retransmitFirst();
+      // Three duplicate ACKs: the guest lost a segment; resend the holes without waiting for the timer.
+      if (++this.dupAcks === 3 && !this.inRecovery) {
+        this.inRecovery = true;
+        this.recoverEnd = this.sndNxt;
+        this.rexmitNext = this.sndUna;
+        this.retransmitHoles();
+      } else if (this.inRecovery && this.sacked.length) this.retransmitHoles();
     }
     if (this.sndWnd > 0) { this.persistAt = 0; this.persistBackoff = 0; }
     return true;
@@ -527,6 +543,51 @@ export class TcpConnection {
     if (this.ackNeeded) this.sendAck();
   }
 
+  /** Merges SACK blocks that lie within what is in flight into the scoreboard. */
+  private addSack(blocks: Array<[number, number]>): void {
+    for (const [l, r] of blocks) {
+      if (!seqLt(l, r) || seqLe(r, this.sndUna) || seqGt(r, this.sndNxt)) continue; // stale or bogus
+      this.sacked.push([seqLt(l, this.sndUna) ? this.sndUna : l, r]);
+    }
+    this.sacked.sort((a, b) => seqDiff(a[0], b[0]));
+    const merged: Array<[number, number]> = [];
+    for (const b of this.sacked) {
+      const last = merged[merged.length - 1];
+      if (last && seqLe(b[0], last[1])) { if (seqGt(b[1], last[1])) last[1] = b[1]; }
+      else merged.push([b[0], b[1]]);
+    }
+    this.sacked = merged.slice(0, 64);
+  }
+
+  private pruneSack(): void {
+    if (!this.sacked.length) return;
+    this.sacked = this.sacked.filter(([, r]) => seqGt(r, this.sndUna)).map(([l, r]) => [seqLt(l, this.sndUna) ? this.sndUna : l, r]);
+  }
+
+  /**
+   * Resends what the guest is missing. With SACK: every not-yet-resent hole below the highest
+   * SACKed byte (the link is local, so no congestion window holds this back); without: the first
+   * unacknowledged segment (NewReno).
+   */
+  private retransmitHoles(): void {
+    if (!this.sacked.length) { this.retransmitFirst(); return; }
+    const highest = this.sacked[this.sacked.length - 1]![1];
+    let p = seqLt(this.rexmitNext, this.sndUna) ? this.sndUna : this.rexmitNext;
+    let sent = 0;
+    while (seqLt(p, highest) && sent < 64 && !this.env.linkFull()) {
+      const blk = this.sacked.find(([l, r]) => seqGe(p, l) && seqLt(p, r));
+      if (blk) { p = blk[1]; continue; }
+      const next = this.sacked.find(([l]) => seqGt(l, p));
+      const len = Math.min(this.guestMss, next ? seqDiff(next[0], p) : seqDiff(highest, p), this.sendQ.length - seqDiff(p, this.sndUna));
+      if (len <= 0) break;
+      this.emitData(p, seqDiff(p, this.sndUna), len, false);
+      p = seqAdd(p, len);
+      sent++;
+    }
+    this.rexmitNext = p;
+    this.rttSeq = null;
+  }
+
   private retransmitFirst(): void {
     const inFlight = seqDiff(this.sndNxt, this.sndUna) - (this.finSent ? 1 : 0);
     const n = Math.min(inFlight, this.guestMss, this.sendQ.length);
@@ -563,8 +624,11 @@ export class TcpConnection {
       this.rttSeq = null;
       if (this.state === "SYN_SENT" || this.state === "SYN_RECEIVED") this.sendSyn();
       else {
-        // Go back to the first unacknowledged byte; output() resends from the queue.
+        // Go back to the first unacknowledged byte; output() resends from the queue. SACK
+        // information is dropped: the guest may have discarded what it reported (RFC 2018 §8).
         this.sndNxt = this.sndUna;
+        this.sacked = [];
+        this.inRecovery = false;
         this.finSent = false;
         this.dupAcks = 0;
         if (this.sndWnd === 0 && this.sendQ.length) this.sendProbe();
