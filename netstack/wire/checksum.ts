@@ -29,11 +29,12 @@ function sumLe16(u: Uint16Array): number {
   const n = u.length;
   for (let base = 0; base < n; base += 32768) {
     const end = Math.min(n, base + 32768);
-    let s = 0; // at most 32768 * 0xffff < 2^31
+    // Four independent int32 sums (each at most 8192 * 0xffff) keep the adds from waiting on each other.
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     let k = base;
-    for (; k + 3 < end; k += 4) s = (s + u[k]! + u[k + 1]! + u[k + 2]! + u[k + 3]!) | 0;
-    for (; k < end; k++) s = (s + u[k]!) | 0;
-    total += s;
+    for (; k + 3 < end; k += 4) { s0 = (s0 + u[k]!) | 0; s1 = (s1 + u[k + 1]!) | 0; s2 = (s2 + u[k + 2]!) | 0; s3 = (s3 + u[k + 3]!) | 0; }
+    for (; k < end; k++) s0 = (s0 + u[k]!) | 0;
+    total += s0 + s1 + s2 + s3;
   }
   while (total > 0xffff) total = (total & 0xffff) + Math.floor(total / 0x10000);
   return total;
