@@ -7,6 +7,7 @@ import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync }
 import { join } from "node:path";
 import { findCredentials, type Credentials } from "./auth.ts";
 import { ImageError, withContext } from "./errors.ts";
+import { sha256Stream, type Sha256Stream } from "./hasher.ts";
 import { tarToErofs } from "./layer.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 import {
@@ -299,24 +300,37 @@ export async function convertBlob(
   body: ReadableStream<Uint8Array>, desc: Pick<Descriptor, "digest" | "size" | "mediaType">, diffId: string | undefined, out: string,
   limits: TarLimits = DEFAULT_TAR_LIMITS, progress?: (n: number) => void,
 ): Promise<LayerRecord> {
-  const blobHash = new Bun.CryptoHasher("sha256");
-  const tarHash = new Bun.CryptoHasher("sha256");
+  // Hashing runs on worker threads, overlapping decompression and the EROFS writer.
+  const blobHash = sha256Stream();
+  let tarHash: Sha256Stream | undefined;
+  try {
+    return await convertHashed(body, desc, diffId, out, limits, progress, blobHash, (h) => (tarHash = h));
+  } finally {
+    blobHash.abort();
+    (tarHash as Sha256Stream | undefined)?.abort();
+  }
+}
+
+async function convertHashed(
+  body: ReadableStream<Uint8Array>, desc: Pick<Descriptor, "digest" | "size" | "mediaType">, diffId: string | undefined, out: string,
+  limits: TarLimits, progress: ((n: number) => void) | undefined, blobHash: Sha256Stream, setTarHash: (h: Sha256Stream) => void,
+): Promise<LayerRecord> {
   let received = 0;
   let lastReport = 0;
   let blobDigest = "";
   const counted = networkErrors(body).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, ctl) {
+    async transform(chunk, ctl) {
       received += chunk.byteLength;
       if (desc.size >= 0 && received > desc.size)
         throw new ImageError("SIZE_MISMATCH", `blob is larger than the ${desc.size} bytes its descriptor declares`);
-      blobHash.update(chunk);
+      await blobHash.update(chunk);
       if (progress && received - lastReport > 256 << 10) { lastReport = received; progress(received); }
       ctl.enqueue(chunk);
     },
-    flush() {
+    async flush() {
       if (desc.size >= 0 && received < desc.size)
         throw new ImageError("TRUNCATED", `blob ended after ${received} of ${desc.size} bytes`);
-      const got = `sha256:${blobHash.digest("hex")}`;
+      const got = `sha256:${await blobHash.digest()}`;
       blobDigest = got;
       if (desc.digest && got !== desc.digest) throw new ImageError("DIGEST_MISMATCH", `blob digest is ${got}, expected ${desc.digest}`);
     },
@@ -347,8 +361,10 @@ export async function convertBlob(
   if (isGzip) tar = rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
   else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as CompressionFormat) as unknown as TransformStream<Uint8Array, Uint8Array>);
   // An uncompressed blob is its own tar: its digest is the diff_id, no second hash needed.
-  const hashed = !isGzip && !isZstd ? tar : tar.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, ctl) { tarHash.update(chunk); ctl.enqueue(chunk); },
+  const tarHash = !isGzip && !isZstd ? undefined : sha256Stream();
+  if (tarHash) setTarHash(tarHash);
+  const hashed = !tarHash ? tar : tar.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    async transform(chunk, ctl) { await tarHash.update(chunk); ctl.enqueue(chunk); },
   }));
   let stats;
   try {
@@ -359,7 +375,7 @@ export async function convertBlob(
     const msg = (err as Error).message ?? String(err);
     throw new ImageError("TAR_INVALID", `cannot unpack layer (${isGzip ? "gzip" : isZstd ? "zstd" : "uncompressed"}): ${msg}`, { cause: err });
   }
-  const gotDiff = !isGzip && !isZstd ? blobDigest : `sha256:${tarHash.digest("hex")}`;
+  const gotDiff = !tarHash ? blobDigest : `sha256:${await tarHash.digest()}`;
   if (!gotDiff) throw new Error("layer stream ended without its digest being computed");
   if (diffId && gotDiff !== diffId) {
     rmSync(out, { force: true });
