@@ -7,8 +7,9 @@ import { AgentClient, type ExecProcess, type ExitStatus } from "./agent/client";
 import { parseSandboxOptions, type SandboxConfig, type SandboxOptions } from "./config";
 import { MsbError } from "./errors";
 import { isCompiled, sandboxDir } from "./paths";
-import { retainLog, writeSandboxRecord } from "./state";
-import type { BootTimings, ReadyMessage } from "./supervisor";
+import { retainLog, writeSandboxRecord, type SandboxImage } from "./state";
+import { ensureImage, type PullEvent } from "./image";
+import { MAX_IMAGE_LAYERS, type BootTimings, type ReadyMessage } from "./supervisor";
 
 export interface ExecOptions {
   env?: Record<string, string>;
@@ -31,6 +32,24 @@ export interface ExecResult extends ExitStatus {
   stderr: string;
   stdoutBytes: Uint8Array;
   stderrBytes: Uint8Array;
+}
+
+export interface CreateHooks {
+  /** Progress of pulling the image (per layer), e.g. `progressBars()` from the image module. */
+  onPullProgress?: (event: PullEvent) => void;
+}
+
+/** Makes sure the image is in the store (pulling per the pull policy) and describes its root. */
+async function resolveImage(config: SandboxConfig, hooks: CreateHooks): Promise<SandboxImage> {
+  const reference = config.image!;
+  const root = await ensureImage(reference, { policy: config.pull, insecure: config.insecure, onProgress: hooks.onPullProgress });
+  if (root.layers.length > MAX_IMAGE_LAYERS) {
+    throw new MsbError(
+      "too_many_layers",
+      `image ${reference} has ${root.layers.length} layers; this version attaches at most ${MAX_IMAGE_LAYERS} (one disk each)`,
+    );
+  }
+  return { reference, id: root.id, layers: root.layers, config: root.config };
 }
 
 /** The command line that starts a supervisor: this binary, or bun running this checkout. */
@@ -56,24 +75,24 @@ export class Sandbox {
   private constructor(
     readonly name: string,
     readonly config: SandboxConfig,
+    /** The image the root is made of; undefined for the built-in root. */
+    readonly image: SandboxImage | undefined,
     private readonly client: AgentClient,
     /** Which backend runs it, and why (one line). */
     readonly notice: string,
     readonly timings: BootTimings,
   ) {}
 
-  static async create(options: SandboxOptions = {}): Promise<Sandbox> {
+  static async create(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<Sandbox> {
     const config = parseSandboxOptions(options);
-    if (config.image) {
-      throw new MsbError("unsupported", `images are not supported yet (asked for ${config.image}); omit the image to use the built-in root`);
-    }
+    const image = config.image ? await resolveImage(config, hooks) : undefined;
     const ephemeral = config.name === undefined;
     const name = config.name ?? randomName();
     const dir = sandboxDir(name);
     if (existsSync(join(dir, "sandbox.json"))) {
       throw new MsbError("already_exists", `a sandbox named ${name} already exists (${dir}); pick another name or remove it`);
     }
-    writeSandboxRecord({ name, config, ephemeral, createdAt: new Date().toISOString() });
+    writeSandboxRecord({ name, config, image, ephemeral, createdAt: new Date().toISOString() });
 
     const logFd = openSync(join(dir, "supervisor.log"), "a", 0o600);
     let supervisor;
@@ -107,7 +126,7 @@ export class Sandbox {
       throw new MsbError(ready.code, ready.message);
     }
     const client = await AgentClient.connect(join(dir, "agent.sock"), `sandbox ${name}`);
-    return new Sandbox(name, config, client, ready.notice, ready.timings);
+    return new Sandbox(name, config, image, client, ready.notice, ready.timings);
   }
 
   /** Starts a command and returns it while it runs (streaming output, stdin, signals). */
@@ -115,7 +134,7 @@ export class Sandbox {
     return this.client.spawn({
       argv: [command, ...args],
       env: options.env,
-      cwd: options.cwd ?? this.config.workdir,
+      cwd: options.cwd ?? this.config.workdir ?? (this.image?.config.workingDir || undefined),
       stdin: options.stdin ?? false,
     });
   }

@@ -4,12 +4,24 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxConfig } from "./config";
+import type { RuntimeConfig } from "./image";
 import { MsbError } from "./errors";
 import { retainedLogsDir, sandboxDir } from "./paths";
+
+/** The image a sandbox's root is made of, resolved when it was created. */
+export interface SandboxImage {
+  /** As the user gave it. */
+  reference: string;
+  id: string;
+  /** EROFS layer files, lowest first, attached read-only. */
+  layers: string[];
+  config: RuntimeConfig;
+}
 
 export interface SandboxRecord {
   name: string;
   config: SandboxConfig;
+  image?: SandboxImage;
   /** Removed entirely when it stops (`msb run` without --name). */
   ephemeral: boolean;
   createdAt: string;

@@ -35,6 +35,17 @@ export const KERNEL_CMDLINE = [
   "rdinit=/init",
 ];
 
+/**
+ * Image layers a sandbox can have: QEMU's microvm has 8 virtio-mmio transports, of which the
+ * console, rng and network take three and one stays free for a writable disk.
+ */
+export const MAX_IMAGE_LAYERS = 4;
+
+/** The serial a layer disk carries, so the agent finds it whatever order the disks probe in. */
+export function layerSerial(index: number): string {
+  return `msb-layer-${index}`;
+}
+
 /** What the supervisor tells its creator on stdout, as one JSON line. */
 export type ReadyMessage =
   | { ready: true; notice: string; timings: BootTimings }
@@ -116,7 +127,7 @@ export class Supervisor {
       cmdline: [...KERNEL_CMDLINE, ...config.kernelArgs].join(" "),
       cpus: config.cpus,
       memoryMiB: config.memoryMiB,
-      disks: [],
+      disks: (this.record.image?.layers ?? []).map((path, index) => ({ path, readOnly: true, serial: layerSerial(index) })),
       agentSocket: vmSocket,
       consoleLog: this.consoleLog,
     });
@@ -211,11 +222,12 @@ export class Supervisor {
           encodeJsonFrame(0, MessageType.INIT, {
             protocol: PROTOCOL_VERSION,
             hostname: this.record.name.slice(0, 63),
-            root: { kind: "initramfs", path: "/rootfs" },
+            root: this.guestRoot(),
             env: {
               PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               HOME: "/root",
               HOSTNAME: this.record.name,
+              ...imageEnv(this.record.image?.config.env),
               ...config.env,
             },
             clockMs: Date.now(),
@@ -247,6 +259,13 @@ export class Supervisor {
       case MessageType.PONG:
         return;
     }
+  }
+
+  /** The INIT root: the built-in busybox tree, or the image's layers under a private tmpfs upper. */
+  private guestRoot(): Record<string, unknown> {
+    const image = this.record.image;
+    if (!image) return { kind: "initramfs", path: "/rootfs" };
+    return { kind: "overlay", layers: image.layers.map((_, index) => layerSerial(index)), upper: { kind: "tmpfs" } };
   }
 
   private fromClient(client: ClientState, frame: Frame): void {
@@ -363,6 +382,16 @@ export class Supervisor {
   get vmExited(): Promise<VmExit> | undefined {
     return this.vm?.exited;
   }
+}
+
+/** An image's `Env` ("K=V" strings) as an object; entries without '=' are ignored as Docker does. */
+function imageEnv(env: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of env ?? []) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) out[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return out;
 }
 
 function rmIfExists(path: string): void {

@@ -4,6 +4,13 @@ import { defineCommand, parseArgs, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
 import { Sandbox } from "../sandbox";
 import { checkFlags, parseEnv, parsePositiveInt, splitCommand } from "./args";
+import { commandFor, progressBars } from "../image";
+
+function pullPolicy(value: unknown): "always" | "if-missing" | "never" | undefined {
+  if (value === undefined) return undefined;
+  if (value === "always" || value === "if-missing" || value === "never") return value;
+  throw new MsbError("usage", `--pull must be always, if-missing or never, not "${String(value)}"`);
+}
 
 const runArgs = {
   image: { type: "positional", required: false, description: "Image to run (default: the built-in busybox root)" },
@@ -13,7 +20,9 @@ const runArgs = {
   env: { type: "string", alias: "e", description: "Set an environment variable, NAME=VALUE (repeatable)" },
   workdir: { type: "string", alias: "w", description: "Working directory inside the sandbox" },
   backend: { type: "string", description: "VM backend: native or qemu (default: native with hardware KVM, else qemu)" },
-  quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice" },
+  quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice or pull progress" },
+  pull: { type: "string", description: "Pull policy: always, if-missing (default) or never" },
+  insecure: { type: "boolean", description: "Allow a plain-HTTP registry" },
 } satisfies ArgsDef;
 
 export const run = defineCommand({
@@ -30,16 +39,25 @@ export const run = defineCommand({
     if (backend !== undefined && backend !== "qemu" && backend !== "native") {
       throw new MsbError("usage", `--backend must be "native" or "qemu", not "${backend}"`);
     }
-    const argv = command.length > 0 ? command : ["/bin/sh"];
+    const image = positionals[0];
     const sandbox = await Sandbox.create({
-      image: args.image as string | undefined,
+      image,
       name: args.name as string | undefined,
       cpus: parsePositiveInt(args.cpus, "--cpus"),
       memoryMiB: parsePositiveInt(args.memory, "--memory"),
       env: parseEnv(args.env),
       workdir: args.workdir as string | undefined,
       backend: backend as "qemu" | "native" | undefined,
-    });
+      pull: pullPolicy(args.pull),
+      insecure: Boolean(args.insecure),
+    }, { onPullProgress: image && !args.quiet ? progressBars() : undefined });
+    let argv: string[];
+    try {
+      argv = sandbox.image ? commandFor(sandbox.image.config, command, image) : command.length > 0 ? command : ["/bin/sh"];
+    } catch (error) {
+      await sandbox.stop();
+      throw error;
+    }
     if (!args.quiet) process.stderr.write(`msb: ${sandbox.notice}\n`);
     let status;
     try {
