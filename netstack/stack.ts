@@ -43,6 +43,13 @@ export interface NetStackOptions {
   udp?: { idleMs?: number; maxFlows?: number };
   /** Bytes of frames queued toward the guest before senders hold back. */
   linkHighWater?: number;
+  /**
+   * The stream carries a 12-byte virtio_net_hdr_v1 before each frame (length prefix covers both):
+   * checksum offload and TSO both ways, so TCP moves 64 KiB per frame at any MTU. The VM backend
+   * must negotiate the matching features with the guest (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6).
+   * Not for qemu `-netdev stream`, which carries plain frames.
+   */
+  vnetHdr?: boolean;
   /** Debugging: write every frame (both directions) to this pcap file. */
   pcapPath?: string;
   /** Testing: lose, duplicate and reorder frames in each direction. */
@@ -135,6 +142,7 @@ export class NetStack {
         budget: new MemoryBudget(o.tcp?.memoryLimit ?? 256 << 20),
       },
       maxTcpConnections: o.tcp?.maxConnections ?? 4096,
+      vnetHdr: o.vnetHdr === true,
     }, {
       tcpConnect: (c, d) => this.tcpConnect(c, d),
       udp: (f, s, sp, d, dp, p) => this.udpFromGuest(f, s, sp, d, dp, p),
@@ -142,6 +150,7 @@ export class NetStack {
       linkFull: () => this.encoder?.full ?? true,
     });
     this.ipv6Enabled = v6 !== null;
+    this.vnetHdr = o.vnetHdr === true;
     this.hostAliases = [...(o.hostAliases ?? DEFAULTS.hostAliases)];
     const aliases = new Map<string, { a?: Uint8Array; aaaa?: Uint8Array }>();
     for (const n of this.hostAliases) aliases.set(n.toLowerCase(), { a: this.gw4, aaaa: v6 ? this.gw6 : undefined });
@@ -164,19 +173,20 @@ export class NetStack {
   private txFrame(framed: Uint8Array): void {
     const enc = this.encoder;
     if (!enc) return;
-    this.pcap?.write(unframed(framed));
+    this.pcap?.write(unframed(framed).subarray(this.vnetHdr ? 12 : 0));
     // Copies: a frame sent twice must not be recycled after its first write.
     if (this.txFaults) this.txFaults.pass(framed, (f) => enc.send(f), true);
     else enc.send(framed);
   }
 
   private rxFrame(frame: Uint8Array): void {
-    this.pcap?.write(frame);
+    this.pcap?.write(frame.subarray(this.vnetHdr ? 12 : 0));
     if (this.rxFaults) this.rxFaults.pass(frame, (f) => this.iface.receive(f));
     else this.iface.receive(frame);
   }
   private readonly linkHighWater: number;
   private readonly ipv6Enabled: boolean;
+  private readonly vnetHdr: boolean;
   private readonly hostAliases: string[];
 
   get stats(): InterfaceStats { return this.iface.stats; }
@@ -209,7 +219,8 @@ export class NetStack {
   attach(sink: ByteSink): NetLink {
     this.encoder?.close();
     const enc = new FrameEncoder(sink, this.linkHighWater);
-    const dec = new FrameDecoder(this.mtu + 14 + 4);
+    // With offload the guest may send 64 KiB segments whatever its MTU.
+    const dec = new FrameDecoder(this.vnetHdr ? 12 + 18 + 65535 : this.mtu + 14 + 4);
     enc.onWritable = () => this.iface.linkWritable();
     this.encoder = enc;
     this.decoder = dec;

@@ -11,7 +11,8 @@ import { IpProto, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN } from "../wire/ipv4";
 import { Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN, solicitedNode } from "../wire/ipv6";
 import { TcpFlag, TcpPacket, TcpRepr } from "../wire/tcp";
 import { UdpPacket, UdpRepr, UDP_HEADER_LEN } from "../wire/udp";
-import { allocFrame, FRAME_LEN_BYTES as F } from "../phy/framing";
+import { allocFrame, FRAME_LEN_BYTES } from "../phy/framing";
+import { NO_OFFLOAD, VNET_HEADER_LEN, VnetFlag, VnetGso, VnetRepr } from "../wire/virtio-net";
 import { TcpConnection, type Endpoint, type TcpConfig, type TcpEnv } from "../tcp/connection";
 
 export interface InterfaceConfig {
@@ -28,6 +29,8 @@ export interface InterfaceConfig {
   mtu: number;
   tcp: Omit<TcpConfig, "mss">;
   maxTcpConnections: number;
+  /** Frames on the stream carry a virtio-net header (checksum offload and TSO both ways). */
+  vnetHdr?: boolean;
 }
 
 /** Where the interface hands flows; implemented by the stack (proxying, DNS, policy). */
@@ -59,15 +62,20 @@ export class Interface {
   private nextEphemeral = 40000 + Math.floor(Math.random() * 10000);
   private readonly tcpEnv: TcpEnv;
   private readonly gatewayLinkLocal: Uint8Array;
+  /** Where the Ethernet frame starts in an outgoing buffer: after the length prefix and any virtio-net header. */
+  private readonly F: number;
+  /** The current frame's L4 checksum was vouched for by the virtio-net header (offload): skip verifying it. */
+  private rxChecksumTrusted = false;
 
   constructor(readonly cfg: InterfaceConfig, private readonly h: InterfaceHandlers) {
     this.guestMac = cfg.guestMac ?? null;
+    this.F = FRAME_LEN_BYTES + (cfg.vnetHdr ? VNET_HEADER_LEN : 0);
     // fe80::2 answers NDP too, so a guest that routes via a link-local next hop still finds us.
     this.gatewayLinkLocal = new Uint8Array(16);
     this.gatewayLinkLocal.set([0xfe, 0x80], 0);
     this.gatewayLinkLocal[15] = cfg.gatewayIPv6[15]!;
     this.tcpEnv = {
-      emit: (ep, repr, len, fill) => this.emitTcp(ep, repr, len, fill),
+      emit: (ep, repr, len, fill, gso) => this.emitTcp(ep, repr, len, fill, gso),
       linkFull: () => this.h.linkFull(),
       wantTimer: (c) => { this.timerConns.add(c); if (c.ackNeeded) this.ackConns.add(c); this.startTimer(); },
       removed: (c) => { if (this.tcp.get(c.key) === c) this.tcp.delete(c.key); this.timerConns.delete(c); this.ackConns.delete(c); },
@@ -95,6 +103,11 @@ export class Interface {
   receive(frame: Uint8Array): void {
     this.stats.rxFrames++;
     try {
+      if (this.cfg.vnetHdr) {
+        const v = VnetRepr.parse(frame);
+        this.rxChecksumTrusted = (v.flags & (VnetFlag.NEEDS_CSUM | VnetFlag.DATA_VALID)) !== 0;
+        frame = frame.subarray(VNET_HEADER_LEN);
+      }
       this.receiveFrame(frame);
     } catch (e) {
       if (e instanceof WireError) this.drop(e.code);
@@ -143,19 +156,19 @@ export class Interface {
     if (bytesEqual(arp.senderIp, this.cfg.guestIPv4)) this.learn(src);
     if (arp.op !== ArpOp.Request) return;
     if (!bytesEqual(arp.targetIp, this.cfg.gatewayIPv4) && !bytesEqual(arp.targetIp, this.cfg.dnsIPv4)) return;
-    const framed = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: src, etherType: EtherType.ARP }, framed, F);
+    const framed = allocFrame(this.F - FRAME_LEN_BYTES + ETH_HEADER_LEN + ArpRepr.bufferLen);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: src, etherType: EtherType.ARP }, framed, this.F);
     ArpRepr.emit({ op: ArpOp.Reply, senderMac: this.cfg.gatewayMac, senderIp: arp.targetIp, targetMac: arp.senderMac, targetIp: arp.senderIp },
-      framed.subarray(F + ETH_HEADER_LEN));
+      framed.subarray(this.F + ETH_HEADER_LEN));
     this.transmit(framed);
   }
 
   /** Asks the guest for its MAC (needed before the first stack-initiated packet if the guest was silent). */
   private arpForGuest(): void {
-    const framed = allocFrame(ETH_HEADER_LEN + ArpRepr.bufferLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: BROADCAST_MAC, etherType: EtherType.ARP }, framed, F);
+    const framed = allocFrame(this.F - FRAME_LEN_BYTES + ETH_HEADER_LEN + ArpRepr.bufferLen);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: BROADCAST_MAC, etherType: EtherType.ARP }, framed, this.F);
     ArpRepr.emit({ op: ArpOp.Request, senderMac: this.cfg.gatewayMac, senderIp: this.cfg.gatewayIPv4, targetMac: new Uint8Array(6), targetIp: this.cfg.guestIPv4 },
-      framed.subarray(F + ETH_HEADER_LEN));
+      framed.subarray(this.F + ETH_HEADER_LEN));
     this.transmit(framed);
   }
 
@@ -179,7 +192,7 @@ export class Interface {
     switch (ip.protocol) {
       case IpProto.TCP: return this.onTcp(4, ip.src, ip.dst, body);
       case IpProto.UDP: {
-        const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst);
+        const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst, !this.rxChecksumTrusted);
         // No ICMP errors about broadcast or multicast datagrams (RFC 1122 §3.2.2): mDNS, DHCP and
         // the like are dropped quietly.
         if (ip.dst[0]! >= 224 || this.isBroadcastV4(ip.dst)) return this.drop("udp-multicast");
@@ -225,11 +238,12 @@ export class Interface {
     const ipLen = family === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN;
     let dstMac = this.guestMac;
     if (!dstMac) { this.arpForGuest(); dstMac = BROADCAST_MAC; }
-    const framed = allocFrame(ETH_HEADER_LEN + ipLen + payloadLen);
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: dstMac, etherType: family === 4 ? EtherType.IPv4 : EtherType.IPv6 }, framed, F);
-    if (family === 4) Ipv4Repr.emit({ src, dst, protocol: proto, payloadLen, ttl: 64 }, framed, F + ETH_HEADER_LEN);
-    else Ipv6Repr.emit({ src, dst, nextHeader: proto, payloadLen, hopLimit: 64 }, framed, F + ETH_HEADER_LEN);
-    return { framed, frame: framed, off: F + ETH_HEADER_LEN + ipLen };
+    const framed = allocFrame(this.F - FRAME_LEN_BYTES + ETH_HEADER_LEN + ipLen + payloadLen);
+    if (this.cfg.vnetHdr) VnetRepr.emit(NO_OFFLOAD, framed, FRAME_LEN_BYTES);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: dstMac, etherType: family === 4 ? EtherType.IPv4 : EtherType.IPv6 }, framed, this.F);
+    if (family === 4) Ipv4Repr.emit({ src, dst, protocol: proto, payloadLen, ttl: 64 }, framed, this.F + ETH_HEADER_LEN);
+    else Ipv6Repr.emit({ src, dst, nextHeader: proto, payloadLen, hopLimit: 64 }, framed, this.F + ETH_HEADER_LEN);
+    return { framed, frame: framed, off: this.F + ETH_HEADER_LEN + ipLen };
   }
 
   // ---- IPv6 ----
@@ -252,7 +266,7 @@ export class Interface {
     switch (ip.nextHeader) {
       case IpProto.TCP: return this.onTcp(6, ip.src, ip.dst, body);
       case IpProto.UDP: {
-        const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst);
+        const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst, !this.rxChecksumTrusted);
         if (ip.dst[0] === 0xff) return this.drop("udp-multicast");
         if (!this.h.udp(6, ip.src, u.srcPort, ip.dst, u.dstPort, u.payload)) this.unreachableV6(ip.src, ip.dst, pkt.buf.subarray(0, IPV6_HEADER_LEN + ip.payloadLen), 1);
         return;
@@ -298,11 +312,11 @@ export class Interface {
   private sendIcmpv6(src: Uint8Array, dst: Uint8Array, r: Icmpv6ReprT, dstMac?: Mac): void {
     const len = Icmpv6Repr.bufferLen(r);
     const hop = r.kind === "neighborAdvert" || r.kind === "routerAdvert" ? 255 : 64;
-    const framed = allocFrame(ETH_HEADER_LEN + IPV6_HEADER_LEN + len);
+    const framed = allocFrame(this.F - FRAME_LEN_BYTES + ETH_HEADER_LEN + IPV6_HEADER_LEN + len);
     const mac = dstMac ?? this.guestMac ?? BROADCAST_MAC;
-    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: mac, etherType: EtherType.IPv6 }, framed, F);
-    Ipv6Repr.emit({ src, dst, nextHeader: IpProto.ICMPv6, payloadLen: len, hopLimit: hop }, framed, F + ETH_HEADER_LEN);
-    Icmpv6Repr.emit(r, framed, F + ETH_HEADER_LEN + IPV6_HEADER_LEN, src, dst);
+    EthernetRepr.emit({ src: this.cfg.gatewayMac, dst: mac, etherType: EtherType.IPv6 }, framed, this.F);
+    Ipv6Repr.emit({ src, dst, nextHeader: IpProto.ICMPv6, payloadLen: len, hopLimit: hop }, framed, this.F + ETH_HEADER_LEN);
+    Icmpv6Repr.emit(r, framed, this.F + ETH_HEADER_LEN + IPV6_HEADER_LEN, src, dst);
     this.transmit(framed);
   }
 
@@ -322,12 +336,17 @@ export class Interface {
     return `${family}|${ipToString(guestIp)}|${guestPort}|${ipToString(localIp)}|${localPort}`;
   }
 
+  /** With TSO, segments toward the guest may carry up to this much payload whatever the MTU. */
+  private tcpConfig(family: 4 | 6): TcpConfig {
+    return { ...this.cfg.tcp, mss: this.mss(family), tsoMax: this.cfg.vnetHdr ? TSO_MAX_PAYLOAD : undefined };
+  }
+
   private mss(family: 4 | 6): number {
     return this.cfg.mtu - (family === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN) - 20;
   }
 
   private onTcp(family: 4 | 6, src: Uint8Array, dst: Uint8Array, body: Uint8Array): void {
-    const seg = TcpRepr.parse(TcpPacket.newChecked(body), src, dst);
+    const seg = TcpRepr.parse(TcpPacket.newChecked(body), src, dst, !this.rxChecksumTrusted);
     const key = this.tcpKey(family, src, seg.srcPort, dst, seg.dstPort);
     let conn = this.tcp.get(key);
     if (conn && seg.flags & TcpFlag.SYN && seg.ack === null && conn.canReuse(seg.seq)) {
@@ -354,7 +373,7 @@ export class Interface {
       this.emitTcp(ep, { seq: 0, ack: (seg.seq + 1) >>> 0, flags: TcpFlag.RST, window: 0, options: {} }, 0);
       return;
     }
-    conn = new TcpConnection(ep, key, this.tcpEnv, { ...this.cfg.tcp, mss: this.mss(family) }, "CONNECTING");
+    conn = new TcpConnection(ep, key, this.tcpEnv, this.tcpConfig(family), "CONNECTING");
     conn.acceptSyn(seg);
     this.tcp.set(key, conn);
     if (!this.h.tcpConnect(conn, { family, ip: ep.localIp, port: ep.localPort })) conn.reset(true);
@@ -376,19 +395,29 @@ export class Interface {
       this.nextEphemeral = this.nextEphemeral >= 60999 ? 40000 : this.nextEphemeral + 1;
       const key = this.tcpKey(family, guestIp, guestPort, localIp, port);
       if (this.tcp.has(key)) continue;
-      const conn = new TcpConnection({ family, localIp, localPort: port, guestIp, guestPort }, key, this.tcpEnv, { ...this.cfg.tcp, mss: this.mss(family) }, "SYN_SENT");
+      const conn = new TcpConnection({ family, localIp, localPort: port, guestIp, guestPort }, key, this.tcpEnv, this.tcpConfig(family), "SYN_SENT");
       this.tcp.set(key, conn);
       return conn;
     }
     return null;
   }
 
-  private emitTcp(ep: Endpoint, r: Omit<TcpRepr, "srcPort" | "dstPort" | "payload">, payloadLen: number, fill?: (dst: Uint8Array, off: number) => void): void {
+  private emitTcp(ep: Endpoint, r: Omit<TcpRepr, "srcPort" | "dstPort" | "payload">, payloadLen: number, fill?: (dst: Uint8Array, off: number) => void, gsoSize = 0): void {
     const repr: TcpRepr = { srcPort: ep.localPort, dstPort: ep.guestPort, seq: r.seq, ack: r.ack, flags: r.flags, window: r.window, options: r.options, payload: EMPTY };
     const hl = TcpRepr.headerLen(repr);
     const f = this.ipFrame(ep.family, ep.localIp, ep.guestIp, IpProto.TCP, hl + payloadLen);
     if (payloadLen && fill) fill(f.frame, f.off + hl);
-    TcpRepr.emit(repr, f.frame, f.off, ep.localIp, ep.guestIp, payloadLen && fill ? payloadLen : 0);
+    const offload = this.cfg.vnetHdr === true;
+    if (offload) {
+      // The device (or the guest's stack) completes the checksum and, above the guest's MSS, segments.
+      const tcpStart = f.off - this.F;
+      const gso = gsoSize > 0 && payloadLen > gsoSize;
+      VnetRepr.emit({
+        flags: VnetFlag.NEEDS_CSUM, gsoType: gso ? (ep.family === 4 ? VnetGso.TCPV4 : VnetGso.TCPV6) : VnetGso.NONE,
+        hdrLen: tcpStart + hl, gsoSize: gso ? gsoSize : 0, csumStart: tcpStart, csumOffset: 16,
+      }, f.frame, FRAME_LEN_BYTES);
+    }
+    TcpRepr.emit(repr, f.frame, f.off, ep.localIp, ep.guestIp, payloadLen && fill ? payloadLen : 0, offload);
     this.transmit(f.framed);
   }
 
@@ -400,3 +429,5 @@ export class Interface {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Largest TSO payload: an IP packet stays within 65535 bytes with room for IPv6 and TCP options. */
+const TSO_MAX_PAYLOAD = 65535 - 40 - 60;

@@ -33,7 +33,7 @@ export interface Endpoint { family: 4 | 6; localIp: Uint8Array; localPort: numbe
 /** What a connection needs from the interface that owns it. */
 export interface TcpEnv {
   /** Emits a segment toward the guest; `fill` writes `payloadLen` bytes of payload at the given offset. */
-  emit(ep: Endpoint, repr: Omit<TcpRepr, "srcPort" | "dstPort" | "payload">, payloadLen: number, fill?: (dst: Uint8Array, off: number) => void): void;
+  emit(ep: Endpoint, repr: Omit<TcpRepr, "srcPort" | "dstPort" | "payload">, payloadLen: number, fill?: (dst: Uint8Array, off: number) => void, gsoSize?: number): void;
   /** True while the link toward the guest is backed up; the connection waits for `onLinkWritable`. */
   linkFull(): boolean;
   /** The connection's timers changed: include it in the timer sweep. */
@@ -54,6 +54,8 @@ export interface TcpConfig {
   maxRetries: number;
   /** Shared by all connections of a stack; absent in unit tests (then only the per-connection bounds apply). */
   budget?: MemoryBudget;
+  /** With segmentation offload, the largest payload per segment toward the guest (else the guest's MSS). */
+  tsoMax?: number;
 }
 
 export const RTO_MIN_MS = 200;
@@ -471,7 +473,7 @@ export class TcpConnection {
   /** Sends whatever the window and the link allow. */
   output(): void {
     if (this.state === "CLOSED" || this.state === "CONNECTING" || this.state === "SYN_SENT" || this.state === "SYN_RECEIVED") return;
-    const mss = this.guestMss;
+    const mss = Math.max(this.guestMss, this.cfg.tsoMax ?? 0);
     for (;;) {
       if (this.env.linkFull()) return;
       const inFlight = seqDiff(this.sndNxt, this.sndUna) - (this.finSent ? 1 : 0);
@@ -514,7 +516,7 @@ export class TcpConnection {
     this.ackNeeded = false;
     const q = this.sendQ;
     this.env.emit(this.ep, { seq, ack: this.rcvNxt, flags: push ? TcpFlag.PSH : 0, window: this.advertisedWindow(), options: {} },
-      len, (dst, off) => q.copyTo(dst, off, from, len));
+      len, (dst, off) => q.copyTo(dst, off, from, len), this.guestMss);
   }
 
   private emitFlags(seq: number, flags: number): void {

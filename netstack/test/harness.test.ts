@@ -383,3 +383,46 @@ print(s.makefile().readline().strip())
     }
   }, 300_000);
 });
+
+suite("namespace guest with virtio-net header offload (TSO + checksum offload) at MTU 1500", () => {
+  test("64 MiB each way in 64 KiB segments with matching checksums; ping and UDP still work", async () => {
+    const http = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(BIG) });
+    let upHash = "";
+    const sink = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: {
+      open(s: Socket<{ h: ReturnType<typeof createHash> }>) { s.data = { h: createHash("sha256") }; },
+      data(s: Socket<{ h: ReturnType<typeof createHash> }>, d: Uint8Array) { s.data.h.update(d); },
+      end(s: Socket<{ h: ReturnType<typeof createHash> }>) { upHash = s.data.h.digest("hex"); s.write(upHash + "\n"); s.end(); },
+    } });
+    const echo = await Bun.udpSocket({ hostname: "127.0.0.1", socket: { data(s, b, port, addr) { s.send(b, port, addr); } } });
+    const g = await startGuest({ vnetHdr: true, policy: allowLoopbackPorts(http.port!, sink.port, echo.port) });
+    const file = `${tmpdir()}/msb-netstack-vnet-up-${process.pid}`;
+    writeFileSync(file, BIG);
+    try {
+      const down = await g.exec(["sh", "-c", `curl -sS -m 60 http://10.0.2.2:${http.port}/ | sha256sum`], { timeoutMs: 90_000 });
+      expect(down.stdout.split(" ")[0]).toBe(BIG_SHA);
+      const txAfterDown = g.stack.stats.txFrames;
+      expect(txAfterDown).toBeLessThan(BIG.length / 8000); // segments crossed as 64 KiB frames, not 1500-byte ones
+      const up = await g.exec(["python3", "-c", `
+import socket
+s = socket.create_connection(("10.0.2.2", ${sink.port}), timeout=60)
+s.sendall(open("${file}", "rb").read()); s.shutdown(socket.SHUT_WR)
+print(s.makefile().readline().strip())
+`], { timeoutMs: 90_000 });
+      expect(up.stdout.trim()).toBe(BIG_SHA);
+      expect(g.stack.stats.rxFrames).toBeLessThan(BIG.length / 8000 + 20000);
+      expect((await g.exec(["ping", "-c", "1", "-W", "2", "10.0.2.2"])).stdout).toContain("1 received");
+      const udp = await g.exec(["python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"x" * 1000, ("10.0.2.2", ${echo.port})); print(len(s.recv(2000)))
+`]);
+      expect(udp.stdout.trim()).toBe("1000");
+    } finally {
+      await g.close();
+      http.stop(true);
+      sink.stop(true);
+      echo.close();
+      rmSync(file, { force: true });
+    }
+  }, 180_000);
+});

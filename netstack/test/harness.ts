@@ -55,7 +55,7 @@ export async function startGuest(opts: NetStackOptions & { mtu?: number } = {}):
   await stack.start();
   const listener: Closable = stack.listenUnix(sockPath);
   run(["ip", "netns", "add", ns]);
-  const proc = Bun.spawn([pump, tap, sockPath], { stdout: "pipe", stderr: "inherit" });
+  const proc = Bun.spawn([pump, tap, sockPath, ...(opts.vnetHdr ? ["--vnet"] : [])], { stdout: "pipe", stderr: "inherit" });
   const reader = proc.stdout.getReader();
   const first = await reader.read();
   if (!new TextDecoder().decode(first.value).includes("ready")) throw new Error("tap-pump did not start");

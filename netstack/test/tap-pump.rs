@@ -23,23 +23,42 @@ const POLLIN: i16 = 1;
 const BATCH: usize = 256 * 1024;
 
 const TUNSETIFF: u64 = 0x400454ca;
+const TUNSETOFFLOAD: u64 = 0x400454d0;
+const TUNSETVNETHDRSZ: u64 = 0x400454d8;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const TUN_F_CSUM: u64 = 1;
+const TUN_F_TSO4: u64 = 2;
+const TUN_F_TSO6: u64 = 4;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        eprintln!("usage: tap-pump <ifname> <unix-socket>");
+    // With --vnet every frame carries a 12-byte virtio_net_hdr_v1 and the TAP offers checksum
+    // offload and TSO, like a virtio-net device whose VMM passes the header through.
+    let vnet = args.len() == 4 && args[3] == "--vnet";
+    if args.len() != 3 && !vnet {
+        eprintln!("usage: tap-pump <ifname> <unix-socket> [--vnet]");
         std::process::exit(2);
     }
     let tap = OpenOptions::new().read(true).write(true).open("/dev/net/tun").expect("open /dev/net/tun");
     let mut ifr = [0u8; 40];
     let name = args[1].as_bytes();
     ifr[..name.len()].copy_from_slice(name);
-    ifr[16..18].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
+    let flags = IFF_TAP | IFF_NO_PI | if vnet { IFF_VNET_HDR } else { 0 };
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
     if unsafe { ioctl(tap.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
         eprintln!("TUNSETIFF {}: {}", args[1], std::io::Error::last_os_error());
         std::process::exit(1);
+    }
+    if vnet {
+        let sz: i32 = 12;
+        if unsafe { ioctl(tap.as_raw_fd(), TUNSETVNETHDRSZ, &sz as *const i32) } < 0
+            || unsafe { ioctl(tap.as_raw_fd(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) } < 0
+        {
+            eprintln!("TAP offload setup: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
     }
     let sock = UnixStream::connect(&args[2]).expect("connect unix socket");
     // Tell the parent the device exists (it moves it into the namespace next).
@@ -52,10 +71,10 @@ fn main() {
     let t = std::thread::spawn(move || {
         let fd = tap_r.as_raw_fd();
         unsafe { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) };
-        let mut buf = vec![0u8; BATCH + 4 + 65536 + 64];
+        let mut buf = vec![0u8; BATCH + 4 + 65536 + 128];
         let mut used = 0usize;
         loop {
-            match tap_r.read(&mut buf[used + 4..used + 4 + 65536 + 64]) {
+            match tap_r.read(&mut buf[used + 4..used + 4 + 65536 + 128]) {
                 Ok(0) => return,
                 Ok(n) => {
                     buf[used..used + 4].copy_from_slice(&(n as u32).to_be_bytes());
@@ -76,7 +95,7 @@ fn main() {
             used = 0;
         }
     });
-    let mut frame = vec![0u8; 65536 + 64];
+    let mut frame = vec![0u8; 65536 + 128];
     loop {
         let mut len = [0u8; 4];
         if sock_r.read_exact(&mut len).is_err() { break; }

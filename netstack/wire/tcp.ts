@@ -138,10 +138,11 @@ export const TcpRepr = {
     return n;
   },
   /**
-   * Writes header and checksum. With `inPlaceLen` the payload (that many bytes) is already at
+   * Writes header and checksum (or, with `partialChecksum`, the pseudo-header seed an offloading
+   * device completes). With `inPlaceLen` the payload (that many bytes) is already at
    * `off + headerLen` and `r.payload` is ignored; otherwise `r.payload` is copied there.
    */
-  emit(r: TcpRepr, buf: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array, inPlaceLen = -1): number {
+  emit(r: TcpRepr, buf: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array, inPlaceLen = -1, partialChecksum = false): number {
     const hl = TcpRepr.headerLen(r);
     const b = buf;
     b[off] = r.srcPort >> 8; b[off + 1] = r.srcPort & 0xff;
@@ -168,7 +169,8 @@ export const TcpRepr = {
     }
     if (inPlaceLen < 0 && r.payload.length) b.set(r.payload, o);
     const len = hl + (inPlaceLen < 0 ? r.payload.length : inPlaceLen);
-    const c = fold(sumWords(b, off, off + len, pseudoSum(src, dst, IpProto.TCP, len)));
+    // Partial (checksum offload): only the pseudo-header sum, uncomplemented; the device finishes it.
+    const c = partialChecksum ? ~fold(pseudoSum(src, dst, IpProto.TCP, len)) & 0xffff : fold(sumWords(b, off, off + len, pseudoSum(src, dst, IpProto.TCP, len)));
     b[off + TCP_CHECKSUM] = c >> 8; b[off + TCP_CHECKSUM + 1] = c & 0xff;
     return len;
   },
