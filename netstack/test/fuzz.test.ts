@@ -13,3 +13,12 @@ test("160k mutated frames never throw and every frame sent back parses", () => {
   }
   expect(total).toBeGreaterThan(0); // some survive and get answers (ARP, echo, RST)
 }, 60_000);
+
+test("with the virtio-net header: 80k mutated frames (header included) never throw", () => {
+  for (const seed of [11, 12]) {
+    const { stats, sent } = fuzzInterface(seed, 40_000, true);
+    expect(stats.rxFrames).toBe(40_000);
+    expect(stats.dropped).toBeGreaterThan(4_000);
+    for (const f of sent) checkEmitted(f);
+  }
+}, 60_000);

@@ -93,18 +93,25 @@ export function mutate(frame: Uint8Array, r: () => number): Uint8Array {
 }
 
 /** Runs `iterations` mutated frames through a fresh interface; returns what came out for checking. */
-export function fuzzInterface(seed: number, iterations: number) {
+export function fuzzInterface(seed: number, iterations: number, vnetHdr = false) {
   const r = rng(seed);
-  const seeds = seedFrames();
+  // With the virtio-net header, each seed gets one (checksum-offload flags included) for the mutator to attack too.
+  const seeds = seedFrames().map((f) => {
+    if (!vnetHdr) return f;
+    const g = new Uint8Array(12 + f.length);
+    g[0] = 1; g[1] = 1; g[4] = 0xa8; g[5] = 0x05; g[6] = 34; g[8] = 16;
+    g.set(f, 12);
+    return g;
+  });
   const sent: Uint8Array[] = [];
   const iface = new Interface({
     gatewayMac: GW_MAC, gatewayIPv4: GW4, dnsIPv4: DNS4, guestIPv4: GUEST4, guestPrefixV4: 24,
     gatewayIPv6: GW6, dnsIPv6: parseIpv6("fd6d:7362::3"), guestIPv6: GUEST6, guestPrefixV6: 64, mtu: 1500,
-    tcp: { rcvBuf: 1 << 16, sndBuf: 1 << 16, timeWaitMs: 1000, maxRetries: 3 }, maxTcpConnections: 64,
+    tcp: { rcvBuf: 1 << 16, sndBuf: 1 << 16, timeWaitMs: 1000, maxRetries: 3 }, maxTcpConnections: 64, vnetHdr,
   }, {
     tcpConnect: () => false, // refuse: exercises the RST path without host sockets
     udp: () => false,
-    linkSend: (framed) => sent.push(framed.subarray(4)),
+    linkSend: (framed) => sent.push(framed.subarray(vnetHdr ? 16 : 4)),
     linkFull: () => false,
   });
   for (let i = 0; i < iterations; i++) {
