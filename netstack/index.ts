@@ -7,6 +7,7 @@
 //     guestIPv4: "10.0.2.15/24", gatewayIPv4: "10.0.2.2", dnsIPv4: "10.0.2.3",   // defaults
 //     ipv6: { guest: "fd6d:7362::15/64", gateway: "fd6d:7362::2", dns: "fd6d:7362::3" }, // default ULA
 //     mtu: 65520,                       // must match the MTU the agent configures in the guest
+//     vnetHdr: false,                   // true: frames carry virtio_net_hdr_v1 (TSO + csum offload)
 //     policy: (dest) => boolean,        // egress hook, per new flow; default denies non-public
 //     resolver: async (query) => resp, // DNS hook (raw messages); default: host's resolv.conf
 //     publishedPorts: ["8080:80", "0.0.0.0:5353:53/udp"],
