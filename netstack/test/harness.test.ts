@@ -142,7 +142,7 @@ suite("namespace guest through the stack (MTU 1500)", () => {
     expect(g.stack.dns.stats.cacheHits).toBeGreaterThan(0);
   });
 
-  test("DNS over UDP and TCP: any record type passes through; host alias and NXDOMAIN", async () => {
+  test("DNS over UDP and TCP, IPv4 and IPv6: any record type passes through; host alias and NXDOMAIN", async () => {
     const out = await py(`
 import socket, struct
 def q(name, t, tcp=False):
@@ -159,8 +159,11 @@ r = q("txt.test", 16); print(r[:2].hex(), r[3] & 15, struct.unpack(">H", r[6:8])
 r = q("txt.test", 16, tcp=True); print(r[3] & 15, b"hello" in r)
 r = q("host.msb.internal", 1); print(r[-4:] == bytes([10,0,2,2]))
 r = q("nope.example", 1); print(r[3] & 15)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s6.settimeout(5)
+s6.sendto(struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\\x03web\\x04test\\0" + struct.pack(">HH", 1, 1), ("fd6d:7362::3", 53))
+r = s6.recv(512); print(r[:2] == b"\\0\\x07", r[-4:] == bytes([10,0,2,2]))
 `);
-    expect(out.split("\n")).toEqual(["4242 0 1 True", "0 True", "True", "3"]);
+    expect(out.split("\n")).toEqual(["4242 0 1 True", "0 True", "True", "3", "True True"]);
   });
 
   test("64 MiB download and upload with matching SHA-256", async () => {
@@ -296,6 +299,13 @@ for _ in range(2):
       expect(await promise).toBe("guest says hi from 10.0.2.2");
     }
     await srv.exited;
+    // Nobody listening in the guest: its RST closes the host connection instead of leaving it hanging.
+    const { promise: closed, resolve: onClose } = Promise.withResolvers<string>();
+    let got = "";
+    await Bun.connect({ hostname: "127.0.0.1", port: publishedHostPort, socket: {
+      data(_s, d) { got += new TextDecoder().decode(d); }, close() { onClose(got); },
+    } });
+    expect(await closed).toBe("");
   });
 
   test("a published UDP port reaches a server in the guest and its replies come back", async () => {
