@@ -332,3 +332,14 @@ test("the guest's SACK blocks steer retransmission to the holes only", () => {
   expect(t.c.sendQ.length).toBe(0);
   expect(t.out.length).toBe(2);
 });
+
+test("a guest RST while the host connection is still opening abandons it", () => {
+  const t = setup();
+  t.c.acceptSyn(t.seg({ seq: 5, flags: TcpFlag.SYN }));
+  t.c.onSegment(t.seg({ seq: 99, flags: TcpFlag.RST })); // not in sequence: ignored
+  expect(t.c.state).toBe("CONNECTING");
+  t.c.onSegment(t.seg({ seq: 6, flags: TcpFlag.RST }));
+  expect(t.c.state).toBe("CLOSED");
+  expect(t.out.length).toBe(0);
+  expect(t.isRemoved()).toBe(true);
+});

@@ -182,7 +182,9 @@ export class TcpConnection {
   onSegment(seg: TcpRepr): void {
     switch (this.state) {
       case "CONNECTING":
-        // Retransmitted SYN while the host connects: nothing to say yet.
+        // The guest gave up before the host answered: drop the attempt (the host socket is
+        // terminated when it opens). Retransmitted SYNs just wait for the outcome.
+        if (seg.flags & TcpFlag.RST && seg.seq === this.rcvNxt) this.reset(false);
         return;
       case "SYN_SENT":
         return this.onSegmentSynSent(seg);
