@@ -1,3 +1,4 @@
+// Published-port spec parsing: defaults, explicit addresses, IPv6 brackets, protocols, and errors that say what is wrong.
 import { expect, test } from "bun:test";
 import { PortSpecError, parsePortSpec } from "./ports";
 

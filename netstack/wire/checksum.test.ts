@@ -1,3 +1,4 @@
+// The Internet checksum: the word-at-a-time fast path must agree with a byte-wise reference everywhere.
 import { expect, test } from "bun:test";
 import { checksum, sumWords, fold } from "./checksum";
 
