@@ -47,7 +47,8 @@ fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 }
 
 /// Copies `s` (NUL-terminated, truncated to fit) into `buf`; returns the full length of `s`.
-fn copy_out(s: &str, buf: *mut u8, len: usize) -> i32 {
+/// `buf` must be NULL or point at `len` writable bytes (the C caller's promise).
+unsafe fn copy_out(s: &str, buf: *mut u8, len: usize) -> i32 {
     if !buf.is_null() && len > 0 {
         let n = s.len().min(len - 1);
         unsafe {
@@ -58,14 +59,16 @@ fn copy_out(s: &str, buf: *mut u8, len: usize) -> i32 {
     s.len() as i32
 }
 
-fn write_exit(e: &VmExit, buf: *mut u8, len: usize) -> i32 {
+unsafe fn write_exit(e: &VmExit, buf: *mut u8, len: usize) -> i32 {
     copy_out(&e.detail, buf, len);
     e.reason as i32
 }
 
 /// Creates a VM from a JSON VmSpec. Returns a handle > 0, or 0 on error (see msb_last_error).
+/// # Safety
+/// `spec_json` must be NULL or a NUL-terminated string.
 #[no_mangle]
-pub extern "C" fn msb_vm_create(spec_json: *const c_char) -> u64 {
+pub unsafe extern "C" fn msb_vm_create(spec_json: *const c_char) -> u64 {
     guarded(0, || {
         if spec_json.is_null() {
             set_error("msb_vm_create: spec is NULL");
@@ -128,8 +131,10 @@ pub extern "C" fn msb_vm_request_stop(h: u64) -> i32 {
 
 /// Blocks until the VM ends. Returns the reason (1 reset, 2 poweroff, 3 crash, 4 killed,
 /// 5 error) and writes the detail into `buf`; -1 for a bad handle.
+/// # Safety
+/// `buf` must be NULL or point at `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn msb_vm_wait(h: u64, buf: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn msb_vm_wait(h: u64, buf: *mut u8, len: usize) -> i32 {
     guarded(-1, || match lookup(h) {
         Some(v) => write_exit(&v.wait(), buf, len),
         None => -1,
@@ -137,8 +142,10 @@ pub extern "C" fn msb_vm_wait(h: u64, buf: *mut u8, len: usize) -> i32 {
 }
 
 /// Non-blocking: 0 while running, else as msb_vm_wait (threads are joined first).
+/// # Safety
+/// `buf` must be NULL or point at `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn msb_vm_poll_exit(h: u64, buf: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn msb_vm_poll_exit(h: u64, buf: *mut u8, len: usize) -> i32 {
     guarded(-1, || match lookup(h) {
         Some(v) => match v.poll_exit() {
             Some(_) => write_exit(&v.wait(), buf, len),
@@ -168,8 +175,10 @@ pub extern "C" fn msb_vm_destroy(h: u64) -> i32 {
 }
 
 /// Counters and timestamps as JSON (see native/README.md). Returns the full length.
+/// # Safety
+/// `buf` must be NULL or point at `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn msb_vm_stats(h: u64, buf: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn msb_vm_stats(h: u64, buf: *mut u8, len: usize) -> i32 {
     guarded(-1, || match lookup(h) {
         Some(v) => copy_out(&v.stats_json(), buf, len),
         None => -1,
@@ -177,8 +186,10 @@ pub extern "C" fn msb_vm_stats(h: u64, buf: *mut u8, len: usize) -> i32 {
 }
 
 /// The calling thread's last error message. Returns its full length.
+/// # Safety
+/// `buf` must be NULL or point at `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn msb_last_error(buf: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn msb_last_error(buf: *mut u8, len: usize) -> i32 {
     LAST_ERROR.with(|l| copy_out(&l.borrow(), buf, len))
 }
 
@@ -200,7 +211,7 @@ mod tests {
 
     fn last_error() -> String {
         let mut b = vec![0u8; 512];
-        let n = msb_last_error(b.as_mut_ptr(), b.len()) as usize;
+        let n = unsafe { msb_last_error(b.as_mut_ptr(), b.len()) } as usize;
         String::from_utf8_lossy(&b[..n.min(511)]).into_owned()
     }
 
@@ -208,14 +219,14 @@ mod tests {
     fn bad_handles_and_specs_are_errors_not_crashes() {
         assert_eq!(msb_vm_start(987654), -1);
         assert!(last_error().contains("unknown VM handle"));
-        assert_eq!(msb_vm_wait(987654, std::ptr::null_mut(), 0), -1);
+        assert_eq!(unsafe { msb_vm_wait(987654, std::ptr::null_mut(), 0) }, -1);
         assert_eq!(msb_vm_destroy(987654), -1);
-        assert_eq!(msb_vm_create(std::ptr::null()), 0);
+        assert_eq!(unsafe { msb_vm_create(std::ptr::null()) }, 0);
         let spec = std::ffi::CString::new("{not json").unwrap();
-        assert_eq!(msb_vm_create(spec.as_ptr()), 0);
+        assert_eq!(unsafe { msb_vm_create(spec.as_ptr()) }, 0);
         assert!(last_error().contains("invalid JSON"));
         let spec = std::ffi::CString::new(r#"{"kernel":"/nonexistent/vmlinux","cpus":1,"memoryMiB":64,"rng":false}"#).unwrap();
-        assert_eq!(msb_vm_create(spec.as_ptr()), 0);
+        assert_eq!(unsafe { msb_vm_create(spec.as_ptr()) }, 0);
         let e = last_error();
         assert!(e.contains("/nonexistent/vmlinux") || e.contains("/dev/kvm"), "{e}");
     }
@@ -223,7 +234,7 @@ mod tests {
     #[test]
     fn copy_out_truncates_and_terminates() {
         let mut b = [0xffu8; 4];
-        assert_eq!(copy_out("hello", b.as_mut_ptr(), 4), 5);
+        assert_eq!(unsafe { copy_out("hello", b.as_mut_ptr(), 4) }, 5);
         assert_eq!(&b, b"hel\0");
     }
 }

@@ -115,9 +115,19 @@ pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Runs an ioctl whose argument is a pointer (or nothing); maps -1 to the OS error.
-pub fn ioctl_ptr<T>(fd: RawFd, req: u64, arg: *const T) -> io::Result<c_int> {
-    let r = unsafe { ioctl(fd, req, arg) };
+/// Runs an ioctl that reads a struct from us; maps -1 to the OS error.
+pub fn ioctl_ptr<T>(fd: RawFd, req: u64, arg: &T) -> io::Result<c_int> {
+    let r = unsafe { ioctl(fd, req, arg as *const T) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Runs an ioctl that fills in a struct for us.
+pub fn ioctl_out<T>(fd: RawFd, req: u64, arg: &mut T) -> io::Result<c_int> {
+    let r = unsafe { ioctl(fd, req, arg as *mut T) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

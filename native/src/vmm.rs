@@ -481,11 +481,10 @@ fn pio_write(sh: &Shared, port: u16, data: &[u8]) {
         p if (serial::COM1_BASE..serial::COM1_BASE + serial::COM1_LEN).contains(&p) => {
             sh.bus.serial.lock().unwrap_or_else(|e| e.into_inner()).write(p - serial::COM1_BASE, data[0]);
         }
-        i8042::DATA_PORT | i8042::COMMAND_PORT => {
-            if sh.bus.i8042.write(port, data[0]) {
+        i8042::DATA_PORT | i8042::COMMAND_PORT
+            if sh.bus.i8042.write(port, data[0]) => {
                 sh.finish(ExitReason::Reset, "guest requested a reset through the keyboard controller".into());
             }
-        }
         _ => {}
     }
 }
@@ -540,10 +539,10 @@ fn run_vcpu(sh: &Shared, vcpu: &Vcpu) {
                 if !matches!(size, 1 | 2 | 4) {
                     continue;
                 }
+                let mut d = [0u8; 4];
                 for i in 0..count.min(4096) {
-                    if let Some(d) = vcpu.io_data(data_offset + i * size, size) {
-                        let d = d.to_vec();
-                        pio_write(sh, port, &d);
+                    if vcpu.read_io(data_offset + i * size, &mut d[..size]) {
+                        pio_write(sh, port, &d[..size]);
                     }
                 }
             }
@@ -552,10 +551,10 @@ fn run_vcpu(sh: &Shared, vcpu: &Vcpu) {
                 if !matches!(size, 1 | 2 | 4) {
                     continue;
                 }
+                let mut d = [0u8; 4];
                 for i in 0..count.min(4096) {
-                    if let Some(d) = vcpu.io_data(data_offset + i * size, size) {
-                        pio_read(sh, port, d);
-                    }
+                    pio_read(sh, port, &mut d[..size]);
+                    vcpu.write_io(data_offset + i * size, &d[..size]);
                 }
             }
             VcpuExit::MmioRead { addr, len } => {

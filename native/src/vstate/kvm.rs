@@ -110,7 +110,7 @@ impl Kvm {
     pub fn supported_cpuid(&self) -> Result<Vec<CpuidEntry2>, KvmError> {
         let mut c = Cpuid2::from_entries(&[]);
         c.nent = MAX_CPUID_ENTRIES as u32;
-        sys::ioctl_ptr(self.fd(), sys::KVM_GET_SUPPORTED_CPUID, &mut *c as *mut Cpuid2)
+        sys::ioctl_out(self.fd(), sys::KVM_GET_SUPPORTED_CPUID, &mut *c)
             .map_err(|e| KvmError::Ioctl("GET_SUPPORTED_CPUID", e))?;
         Ok(c.entries[..c.nent as usize].to_vec())
     }

@@ -51,7 +51,7 @@ unsafe impl Sync for GuestMemory {}
 impl GuestMemory {
     /// Maps `size` bytes of RAM, split around the 32-bit MMIO gap.
     pub fn new(size: u64) -> Result<GuestMemory, MemoryError> {
-        if size < (1 << 20) || size > (64 << 30) || size % 4096 != 0 {
+        if !((1 << 20)..=(64 << 30)).contains(&size) || !size.is_multiple_of(4096) {
             return Err(MemoryError::BadSize(size));
         }
         let mut layout = vec![(0u64, size.min(MMIO_GAP_START))];

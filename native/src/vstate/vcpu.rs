@@ -204,7 +204,7 @@ impl Vcpu {
 
     pub fn get_regs(&self) -> Result<Regs, VcpuError> {
         let mut r = Regs::default();
-        sys::ioctl_ptr(self.fd(), sys::KVM_GET_REGS, &mut r as *mut Regs).map_err(|e| VcpuError::Ioctl("GET_REGS", e))?;
+        sys::ioctl_out(self.fd(), sys::KVM_GET_REGS, &mut r).map_err(|e| VcpuError::Ioctl("GET_REGS", e))?;
         Ok(r)
     }
 
@@ -215,7 +215,7 @@ impl Vcpu {
 
     pub fn get_sregs(&self) -> Result<Sregs, VcpuError> {
         let mut s = Sregs::default();
-        sys::ioctl_ptr(self.fd(), sys::KVM_GET_SREGS, &mut s as *mut Sregs).map_err(|e| VcpuError::Ioctl("GET_SREGS", e))?;
+        sys::ioctl_out(self.fd(), sys::KVM_GET_SREGS, &mut s).map_err(|e| VcpuError::Ioctl("GET_SREGS", e))?;
         Ok(s)
     }
 
@@ -231,7 +231,7 @@ impl Vcpu {
 
     pub fn get_lapic(&self) -> Result<LapicState, VcpuError> {
         let mut l = LapicState { regs: [0; 1024] };
-        sys::ioctl_ptr(self.fd(), sys::KVM_GET_LAPIC, &mut l as *mut LapicState).map_err(|e| VcpuError::Ioctl("GET_LAPIC", e))?;
+        sys::ioctl_out(self.fd(), sys::KVM_GET_LAPIC, &mut l).map_err(|e| VcpuError::Ioctl("GET_LAPIC", e))?;
         Ok(l)
     }
 
@@ -266,20 +266,32 @@ impl Vcpu {
         u64::from_le_bytes(b)
     }
 
-    /// The kvm_run page as bytes, for port I/O data (at data_offset) and MMIO read results.
-    /// Offsets come from KVM, but are still bounds-checked by the callers via `io_data`.
-    pub fn io_data(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
-        if offset.checked_add(len)? > self.run_size {
-            return None;
+    fn in_run(&self, offset: usize, len: usize) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.run_size)
+    }
+
+    /// Copies port-I/O data KVM left in the kvm_run page (at data_offset). Offsets come from
+    /// KVM, but are still bounds-checked against the mapping.
+    pub fn read_io(&self, offset: usize, buf: &mut [u8]) -> bool {
+        if !self.in_run(offset, buf.len()) {
+            return false;
         }
-        Some(unsafe { std::slice::from_raw_parts_mut(self.run.add(offset), len) })
+        unsafe { std::ptr::copy_nonoverlapping(self.run.add(offset), buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+
+    /// Places port-I/O input data into the kvm_run page for KVM to hand to the guest.
+    pub fn write_io(&self, offset: usize, data: &[u8]) -> bool {
+        if !self.in_run(offset, data.len()) {
+            return false;
+        }
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.run.add(offset), data.len()) };
+        true
     }
 
     pub fn set_mmio_read_data(&self, data: &[u8]) {
         let n = data.len().min(8);
-        if let Some(d) = self.io_data(RUN_UNION + 8, n) {
-            d.copy_from_slice(&data[..n]);
-        }
+        self.write_io(RUN_UNION + 8, &data[..n]);
     }
 
     pub fn run(&self) -> Result<VcpuExit, VcpuError> {

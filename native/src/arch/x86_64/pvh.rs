@@ -110,7 +110,7 @@ pub fn parse_elf(file: &[u8]) -> Result<ElfImage, BootError> {
         let p_paddr = u64_at(file, off + 24).ok_or(BootError::NotElf("program header outside the file"))?;
         let p_filesz = u64_at(file, off + 32).ok_or(BootError::NotElf("program header outside the file"))?;
         let p_memsz = u64_at(file, off + 40).ok_or(BootError::NotElf("program header outside the file"))?;
-        let in_file = p_offset.checked_add(p_filesz).map_or(false, |e| e <= file.len() as u64);
+        let in_file = p_offset.checked_add(p_filesz).is_some_and(|e| e <= file.len() as u64);
         match p_type {
             PT_LOAD => {
                 if !in_file || p_filesz > p_memsz {

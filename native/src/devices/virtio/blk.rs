@@ -65,7 +65,7 @@ impl Block {
         let data_in = chain.writable_len() - 1; // last writable byte is the status
         match ty {
             T_IN => {
-                if data_in % SECTOR != 0 || data_in > MAX_REQUEST || !self.in_range(sector, data_in) {
+                if !data_in.is_multiple_of(SECTOR) || data_in > MAX_REQUEST || !self.in_range(sector, data_in) {
                     return (S_IOERR, 0);
                 }
                 let mut buf = vec![0u8; data_in as usize];
@@ -81,7 +81,7 @@ impl Block {
                 if self.read_only {
                     return (S_IOERR, 0);
                 }
-                if n % SECTOR != 0 || !self.in_range(sector, n) {
+                if !n.is_multiple_of(SECTOR) || !self.in_range(sector, n) {
                     return (S_IOERR, 0);
                 }
                 if self.file.write_all_at(data, sector * SECTOR).is_err() {
@@ -107,7 +107,7 @@ impl Block {
 
     fn in_range(&self, sector: u64, len: u64) -> bool {
         let sectors = len / SECTOR;
-        sector.checked_add(sectors).map_or(false, |end| end <= self.capacity_sectors)
+        sector.checked_add(sectors).is_some_and(|end| end <= self.capacity_sectors)
     }
 }
 

@@ -186,7 +186,7 @@ impl MmioTransport {
             return;
         }
         // Registers are 32 bits wide and aligned; anything else reads as zero.
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -217,7 +217,7 @@ impl MmioTransport {
             self.device.write_config(offset - REG_CONFIG, data);
             return None;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
@@ -264,11 +264,10 @@ impl MmioTransport {
                     }
                 }
             }
-            REG_QUEUE_NOTIFY => {
-                if (v as usize) < self.queues.len() {
+            REG_QUEUE_NOTIFY
+                if (v as usize) < self.queues.len() => {
                     return Some(v as usize);
                 }
-            }
             REG_INTERRUPT_ACK => self.interrupt_status &= !v,
             REG_STATUS => self.write_status(v),
             _ => {}

@@ -139,9 +139,9 @@ impl Queue {
         self.size != 0
             && self.size <= self.max_size
             && self.size.is_power_of_two()
-            && self.desc_table % 16 == 0
-            && self.avail_ring % 2 == 0
-            && self.used_ring % 4 == 0
+            && self.desc_table.is_multiple_of(16)
+            && self.avail_ring.is_multiple_of(2)
+            && self.used_ring.is_multiple_of(4)
             && mem.check_range(self.desc_table, (DESC_LEN * s) as usize).is_ok()
             && mem.check_range(self.avail_ring, (RING_HEADER + 2 * s + 2) as usize).is_ok()
             && mem.check_range(self.used_ring, (RING_HEADER + USED_ELEM_LEN * s + 2) as usize).is_ok()
