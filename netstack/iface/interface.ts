@@ -4,11 +4,11 @@
 import { BROADCAST_MAC, bytesEqual, inPrefix, ipToString, type Mac } from "../wire/address";
 import { ArpOp, ArpPacket, ArpRepr } from "../wire/arp";
 import { WireError } from "../wire/error";
-import { EtherType, EthernetFrame, EthernetRepr, ETH_HEADER_LEN, ETH_DST, ETH_SRC, isMulticastMac, macAt } from "../wire/ethernet";
+import { EtherType, EthernetFrame, EthernetRepr, ETH_HEADER_LEN, ETH_DST, ETH_SRC, macAt } from "../wire/ethernet";
 import { Icmpv4Packet, Icmpv4Repr, type Icmpv4Repr as Icmpv4ReprT } from "../wire/icmpv4";
 import { Icmpv6Packet, Icmpv6Repr, type Icmpv6Repr as Icmpv6ReprT } from "../wire/icmpv6";
 import { IpProto, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN } from "../wire/ipv4";
-import { Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN, solicitedNode } from "../wire/ipv6";
+import { Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN } from "../wire/ipv6";
 import { TcpFlag, TcpPacket, TcpRepr } from "../wire/tcp";
 import { UdpPacket, UdpRepr, UDP_HEADER_LEN } from "../wire/udp";
 import { allocFrame, FRAME_LEN_BYTES } from "../phy/framing";

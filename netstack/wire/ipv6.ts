@@ -51,13 +51,3 @@ export const Ipv6Repr = {
     buf.set(r.dst, off + IPV6_DST);
   },
 };
-
-/** ff02::1:ffXX:XXXX for a unicast address (RFC 4291 §2.7.1). */
-export function solicitedNode(addr: Uint8Array): Uint8Array {
-  const m = new Uint8Array(16);
-  m.set([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff], 0);
-  m[13] = addr[13]!;
-  m[14] = addr[14]!;
-  m[15] = addr[15]!;
-  return m;
-}
