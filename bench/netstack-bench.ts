@@ -8,7 +8,7 @@
 // "ours-vnet" runs the stack with the virtio-net header mode (checksum offload + TSO through the
 // TAP, as a VMM passing the header would); plain "ours" is what qemu -netdev stream gives.
 import { readFileSync } from "node:fs";
-import { allowLoopbackPorts, harnessUnavailable, startGuest } from "../netstack/test/harness";
+import { allowLoopbackPorts, harnessUnavailable, startGuest, waitForPort } from "../netstack/test/harness";
 
 const SECONDS = Number(process.argv[2] ?? 5);
 const ONLY = (process.argv[3] ?? "ours,ours-vnet,slirp4netns,pasta").split(",");
@@ -112,7 +112,8 @@ class H(socketserver.BaseRequestHandler):
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer(("127.0.0.1", ${ECHO_PORT}), H).serve_forever()
 `], { stdout: "ignore", stderr: "ignore" });
-await Bun.sleep(500);
+await waitForPort(IPERF_PORT);
+await waitForPort(ECHO_PORT);
 
 const rows: string[] = [];
 const fmt = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : "n/a");

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { Socket } from "bun";
-import { allowLoopbackPorts, harnessUnavailable, startGuest, type Guest } from "./harness";
+import { allowLoopbackPorts, harnessUnavailable, startGuest, waitForPort, type Guest } from "./harness";
 import { forwardingResolver } from "../dns/resolver";
 import { buildResponse, DnsMessageRepr, DnsPacket } from "../wire/dns";
 
@@ -257,8 +257,10 @@ while True:
     n += len(d)
 print(n)
 `]);
-    await Bun.sleep(1000);
-    const held = [...g.stack.iface.tcp.values()].filter((c) => c.ep.localPort === blobPort).map((c) => c.heldBytes);
+    const blobConns = () => [...g.stack.iface.tcp.values()].filter((c) => c.ep.localPort === blobPort);
+    for (let i = 0; i < 200 && blobConns().length === 0; i++) await Bun.sleep(50);
+    await Bun.sleep(500); // the host pushes as fast as it can while the guest does not read
+    const held = blobConns().map((c) => c.heldBytes);
     expect(held.length).toBe(1);
     expect(held[0]!).toBeLessThanOrEqual((1 << 20) + (2 << 20)); // sndBuf plus at most one host read burst
     expect((await new Response(reader.stdout).text()).trim()).toBe(String(BIG.length));
@@ -329,16 +331,17 @@ for _ in range(2):
   });
 
   test("iperf3 both directions", async () => {
-    const srv = Bun.spawn(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5201"], { stdout: "ignore", stderr: "ignore" });
-    await Bun.sleep(300);
-    const r = JSON.parse((await g.exec(["iperf3", "-c", "10.0.2.2", "-p", "5201", "-t", "2", "-J"], { timeoutMs: 30_000 })).stdout);
-    expect(r.end.sum_received.bytes).toBeGreaterThan(10 << 20);
-    await srv.exited;
-    const srv2 = Bun.spawn(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5201"], { stdout: "ignore", stderr: "ignore" });
-    await Bun.sleep(300);
-    const r2 = JSON.parse((await g.exec(["iperf3", "-c", "10.0.2.2", "-p", "5201", "-t", "2", "-R", "-J"], { timeoutMs: 30_000 })).stdout);
-    expect(r2.end.sum_received.bytes).toBeGreaterThan(10 << 20);
-    await srv2.exited;
+    const srv = Bun.spawn(["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"], { stdout: "ignore", stderr: "ignore" });
+    try {
+      await waitForPort(5201);
+      const r = JSON.parse((await g.exec(["iperf3", "-c", "10.0.2.2", "-p", "5201", "-t", "2", "-J"], { timeoutMs: 30_000 })).stdout);
+      expect(r.end.sum_received.bytes).toBeGreaterThan(10 << 20);
+      const r2 = JSON.parse((await g.exec(["iperf3", "-c", "10.0.2.2", "-p", "5201", "-t", "2", "-R", "-J"], { timeoutMs: 30_000 })).stdout);
+      expect(r2.end.sum_received.bytes).toBeGreaterThan(10 << 20);
+    } finally {
+      srv.kill();
+      await srv.exited;
+    }
   }, 60_000);
 });
 

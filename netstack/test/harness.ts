@@ -96,3 +96,14 @@ export function allowLoopbackPorts(...ports: number[]) {
   return (d: { ip: string; port: number; viaHostAlias: boolean }) =>
     d.viaHostAlias && (d.ip === "127.0.0.1" || d.ip === "::1") && ports.includes(d.port);
 }
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:port (servers started as child processes). */
+export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then((s) => { s.end(); return true; }, () => false);
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await Bun.sleep(50);
+  }
+}
