@@ -4,6 +4,7 @@
 
 use crate::sys;
 use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -12,9 +13,18 @@ use std::time::{Duration, Instant};
 /// Writes one line to the kernel console (in the VM) or stderr (host test mode). The host keeps
 /// the console in the sandbox's kernel log, so this is where the agent explains itself.
 pub fn log(msg: &str) {
-    let line = format!("msb-agent: {msg}\n");
+    let line = if LOG_UPTIME.load(Ordering::Relaxed) {
+        // Kernel-log style seconds since boot, so the agent's steps line up with the kernel's.
+        let ms = uptime_ms().unwrap_or(0);
+        format!("msb-agent: [{:5}.{:03}] {msg}\n", ms / 1000, ms % 1000)
+    } else {
+        format!("msb-agent: {msg}\n")
+    };
     sys::write_all_fd(2, line.as_bytes());
 }
+
+/// Set once /proc is mounted in the VM; host test mode logs without times.
+pub static LOG_UPTIME: AtomicBool = AtomicBool::new(false);
 
 fn mkdir_p(path: &str, mode: u32) -> io::Result<()> {
     match fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
@@ -59,6 +69,7 @@ pub fn early_boot() -> Result<(), String> {
         }
     }
     setup_console();
+    LOG_UPTIME.store(true, Ordering::Relaxed);
     for e in &errors {
         log(e);
     }
@@ -137,13 +148,16 @@ pub fn setup_root(root: &str) -> Result<Vec<String>, String> {
     let at = |p: &str| format!("{base}{p}");
     let mut mounted = Vec::new();
     let mut mount = |src: &str, p: &str, fstype: &str, flags, data: &str| -> Result<(), String> {
-        let target = at(p);
+        let target = if p.is_empty() { base.clone() } else { at(p) };
         mount_at(src, &target, fstype, flags, data)?;
         mounted.push(target);
         Ok(())
     };
     // With "/" as the root, PID 1 already mounted these at boot.
     if !base.is_empty() {
+        // A bind mount of the root onto itself makes it a mount point: inside the chroot,
+        // /proc/mounts then has a "/" entry, so df, findmnt and `mount -o remount /` work.
+        mount(root, "", "bind", sys::MS_BIND | sys::MS_REC, "")?;
         mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, "")?;
         mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, "")?;
         mount("devtmpfs", "/dev", "devtmpfs", sys::MS_NOSUID, "mode=0755")?;
@@ -196,6 +210,9 @@ pub fn power_off(why: &str, outer_root: Option<&OwnedFd>, mounts: &[String]) -> 
         }
     }
     sys::sync_all();
+    log("reset");
+    // The last lines must reach the host's console log before the reset cuts them off.
+    sys::drain_console();
     let err = sys::reset_machine();
     // Only reached if the kernel refused; PID 1 must never exit, so wait to be killed.
     log(&format!("reboot(RB_AUTOBOOT) failed: {err}; halting here"));

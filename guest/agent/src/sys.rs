@@ -25,6 +25,8 @@ pub const POLLNVAL: c_short = 0x20;
 pub const MS_NOSUID: c_ulong = 2;
 pub const MS_NODEV: c_ulong = 4;
 pub const MS_NOEXEC: c_ulong = 8;
+pub const MS_BIND: c_ulong = 4096;
+pub const MS_REC: c_ulong = 16384;
 
 pub const MNT_DETACH: c_int = 2;
 pub const RB_AUTOBOOT: c_int = 0x0123_4567;
@@ -104,6 +106,7 @@ extern "C" {
     fn access(path: *const c_char, mode: c_int) -> c_int;
     fn reboot(cmd: c_int) -> c_int;
     fn sync();
+    fn tcdrain(fd: c_int) -> c_int;
     fn sethostname(name: *const c_char, len: usize) -> c_int;
     fn clock_settime(clock: c_int, ts: *const Timespec) -> c_int;
     fn setsid() -> c_int;
@@ -276,6 +279,13 @@ pub fn set_clock_ms(ms: u64) -> io::Result<()> {
     // SAFETY: ts is a valid timespec.
     check(unsafe { clock_settime(CLOCK_REALTIME, &ts) })?;
     Ok(())
+}
+
+/// Waits until the console (fd 2) has transmitted what was written to it, so the last log
+/// lines reach the host before a reset. Not a tty (host test mode): returns at once.
+pub fn drain_console() {
+    // SAFETY: tcdrain on a descriptor number; an error (not a tty) is ignored.
+    unsafe { tcdrain(2) };
 }
 
 pub fn sync_all() {
