@@ -117,6 +117,39 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     expect(readFileSync(disk).subarray(512, 528).toString()).toBe("written-by-guest");
   });
 
+  test("net guest: frames cross the net socket as u32 BE length + Ethernet frame", async () => {
+    const sock = join(dir, "net.sock");
+    let wire = Buffer.alloc(0);
+    const reply = Buffer.alloc(60);
+    Buffer.from([0x52, 0x54, 0, 0x12, 0x34, 0x56, 2, 0, 0, 0, 0, 1, 0x88, 0xb5]).copy(reply);
+    reply.write("frame from host\n", 14);
+    const server = Bun.listen({
+      unix: sock,
+      socket: {
+        data(socket, data) {
+          wire = Buffer.concat([wire, data]);
+          if (wire.length >= 64) {
+            const prefix = Buffer.alloc(4);
+            prefix.writeUInt32BE(reply.length);
+            socket.write(Buffer.concat([prefix, reply]));
+          }
+        },
+      },
+    });
+    try {
+      const spec = specFor(buildGuest("net"), { netSocket: sock });
+      const vm = await new NativeBackend().start(spec);
+      const exit = await vm.exited;
+      const log = readFileSync(spec.consoleLog, "utf8");
+      expect(exit.reason).toBe("reset");
+      expect(wire.readUInt32BE(0)).toBe(60);
+      expect(wire.subarray(4 + 14, 4 + 30).toString()).toBe("frame from guest");
+      expect(log).toContain("net received: frame from host");
+    } finally {
+      server.stop(true);
+    }
+  });
+
   test("kill() stops a spinning guest and exited resolves as killed", async () => {
     // One vCPU running the SMP guest: the BSP waits forever for an AP that does not exist.
     const vm = await new NativeBackend().start(specFor(buildGuest("smp")));
