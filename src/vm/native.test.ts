@@ -25,6 +25,8 @@ const skipReason =
         : undefined;
 
 let dir = "";
+/** These guests are tiny, so they run fine on a software KVM too. */
+const native = () => new NativeBackend(kvm, { allowSoftwareKvm: true });
 /** Where guests that do not use the agent port still connect it, as the contract requires. */
 let sink: { stop: () => void } | undefined;
 
@@ -86,7 +88,7 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     const agent = agentServer(sock, "pong from host\n");
     try {
       const spec = specFor(buildGuest("console"), { agentSocket: sock });
-      const vm = await new NativeBackend().start(spec);
+      const vm = await native().start(spec);
       const exit = await vm.exited;
       const log = readFileSync(spec.consoleLog, "utf8");
       expect(exit.reason).toBe("reset");
@@ -108,7 +110,7 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     data.write("MSB-SECTOR-ZERO!");
     writeFileSync(disk, data);
     const spec = specFor(buildGuest("blk"), { disks: [{ path: disk, readOnly: false, serial: "ts-serial" }] });
-    const vm = await new NativeBackend().start(spec);
+    const vm = await native().start(spec);
     const exit = await vm.exited;
     const log = readFileSync(spec.consoleLog, "utf8");
     expect(exit.reason).toBe("reset");
@@ -138,7 +140,7 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     });
     try {
       const spec = specFor(buildGuest("net"), { netSocket: sock });
-      const vm = await new NativeBackend().start(spec);
+      const vm = await native().start(spec);
       const exit = await vm.exited;
       const log = readFileSync(spec.consoleLog, "utf8");
       expect(exit.reason).toBe("reset");
@@ -152,7 +154,7 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
 
   test("kill() stops a spinning guest and exited resolves as killed", async () => {
     // One vCPU running the SMP guest: the BSP waits forever for an AP that does not exist.
-    const vm = await new NativeBackend().start(specFor(buildGuest("smp")));
+    const vm = await native().start(specFor(buildGuest("smp")));
     await Bun.sleep(100);
     vm.kill();
     vm.kill(); // idempotent
@@ -163,13 +165,13 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
 
   test("a missing agent socket or kernel is a clear start error", async () => {
     const kernel = buildGuest("hello");
-    await expect(new NativeBackend().start(specFor(kernel, { agentSocket: join(dir, "nobody-listens.sock") }))).rejects.toThrow(
+    await expect(native().start(specFor(kernel, { agentSocket: join(dir, "nobody-listens.sock") }))).rejects.toThrow(
       /agent console port.*nobody-listens\.sock/,
     );
-    await expect(new NativeBackend().start(specFor(join(dir, "no-such-vmlinux")))).rejects.toThrow(/guest kernel not found/);
+    await expect(native().start(specFor(join(dir, "no-such-vmlinux")))).rejects.toThrow(/guest kernel not found/);
     const notElf = join(dir, "not-elf");
     writeFileSync(notElf, "garbage");
-    await expect(new NativeBackend().start(specFor(notElf))).rejects.toThrow(/not a usable x86-64 ELF/);
+    await expect(native().start(specFor(notElf))).rejects.toThrow(/not a usable x86-64 ELF/);
   });
 
   test("says why a Linux guest cannot run natively here", async () => {
@@ -178,8 +180,18 @@ describe.skipIf(skipReason !== undefined)(`native backend on real KVM${skipReaso
     else expect(reason).toContain(kvm.reason);
   });
 
+  test.skipIf(kvm.kind !== "software")("on software KVM, start() refuses by default and says why (skipped: not software KVM)", async () => {
+    const prev = process.env.MSB_NATIVE_ALLOW_SOFTWARE_KVM;
+    delete process.env.MSB_NATIVE_ALLOW_SOFTWARE_KVM;
+    try {
+      await expect(new NativeBackend(kvm).start(specFor(buildGuest("hello")))).rejects.toThrow(/needs hardware KVM.*--backend qemu/);
+    } finally {
+      if (prev !== undefined) process.env.MSB_NATIVE_ALLOW_SOFTWARE_KVM = prev;
+    }
+  });
+
   test("describe() says what kind of KVM it runs on", () => {
-    const text = new NativeBackend().describe();
+    const text = native().describe();
     expect(text).toContain(kvm.kind === "hardware" ? "hardware KVM" : "software hypervisor");
   });
 });

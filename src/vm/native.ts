@@ -157,9 +157,16 @@ export interface NativeVmHandle extends VmHandle {
 export class NativeBackend implements VmBackend {
   readonly name = "native" as const;
   private readonly kvm: KvmProbe;
+  private readonly allowSoftwareKvm: boolean;
 
-  constructor(kvm: KvmProbe = probeKvm()) {
+  /**
+   * On a software /dev/kvm (kvm_pvm) a Linux guest would boot at emulation speed, so start()
+   * refuses unless `allowSoftwareKvm` (or MSB_NATIVE_ALLOW_SOFTWARE_KVM=1) says to go ahead;
+   * tests running small guests do.
+   */
+  constructor(kvm: KvmProbe = probeKvm(), options: { allowSoftwareKvm?: boolean } = {}) {
     this.kvm = kvm;
+    this.allowSoftwareKvm = options.allowSoftwareKvm ?? process.env.MSB_NATIVE_ALLOW_SOFTWARE_KVM === "1";
   }
 
   describe(): string {
@@ -172,6 +179,13 @@ export class NativeBackend implements VmBackend {
 
   async start(spec: VmSpec): Promise<NativeVmHandle> {
     if (this.kvm.kind === "none") throw new MsbError("backend_unavailable", `the native backend needs KVM: ${this.kvm.reason}; use --backend qemu`);
+    if (this.kvm.kind === "software" && !this.allowSoftwareKvm) {
+      throw new MsbError(
+        "backend_unavailable",
+        `the native backend needs hardware KVM, and ${this.kvm.reason}: the guest would boot at emulation speed; ` +
+          "use --backend qemu (the default here), or set MSB_NATIVE_ALLOW_SOFTWARE_KVM=1 to run it anyway",
+      );
+    }
     for (const [what, path] of [["guest kernel", spec.kernel], ["guest initramfs", spec.initrd]] as const) {
       if (path && !existsSync(path)) throw new MsbError("missing_asset", `${what} not found: ${path}`);
     }
