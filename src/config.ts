@@ -23,6 +23,13 @@ export const sandboxOptionsSchema = z
     env: z.record(z.string().regex(/^[^=\0]+$/, "environment names cannot contain '=' or NUL"), z.string()).default({}),
     workdir: z.string().startsWith("/", "must be an absolute path inside the sandbox").optional(),
     backend: z.enum(["qemu", "native"]).optional(),
+    /**
+     * The guest's network: `none` (no NIC at all), `public` (the internet, not the host, LAN,
+     * or cloud metadata), `all` (everything the host can reach, the host's loopback included).
+     */
+    network: z.enum(["none", "public", "all"]).default("public"),
+    /** Published ports, `[IP:]HOST:GUEST[/udp]`; bound to 127.0.0.1 unless an IP is given. */
+    ports: z.array(z.string()).default([]),
     /** Keep running after the creating process exits. */
     detached: z.boolean().default(false),
     /** Seconds to wait for the guest agent before giving up on a boot. */

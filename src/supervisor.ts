@@ -21,6 +21,7 @@ import { selectBackend } from "./vm/select";
 import { sandboxDir } from "./paths";
 import { readSandboxRecord, retainLog, type SandboxRecord } from "./state";
 import { MsbError } from "./errors";
+import { NetStack, type Closable, type EgressPolicy } from "../netstack";
 
 /** How long a guest gets to power off after SHUTDOWN before the VM is killed. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -84,6 +85,8 @@ export class Supervisor {
   private nextAgentStream = 1;
   private ready = false;
   private stopping = false;
+  private network: NetStack | undefined;
+  private networkLink: Closable | undefined;
   private handshake!: { resolve: (t: BootTimings) => void; reject: (e: Error) => void };
   private startedAt = 0;
   private helloAt = 0;
@@ -119,6 +122,7 @@ export class Supervisor {
       socket: frameSocketHandlers((socket) => this.acceptClient(socket)),
     });
 
+    const netSocket = await this.startNetwork();
     this.log(`starting VM: ${backend.describe()}`);
     this.startedAt = performance.now();
     this.vm = await backend.start({
@@ -129,6 +133,7 @@ export class Supervisor {
       memoryMiB: config.memoryMiB,
       disks: (this.record.image?.layers ?? []).map((path, index) => ({ path, readOnly: true, serial: layerSerial(index) })),
       agentSocket: vmSocket,
+      netSocket,
       consoleLog: this.consoleLog,
     });
     this.log(`VM started (pid ${this.vm.pid ?? "in-process"})`);
@@ -147,6 +152,26 @@ export class Supervisor {
     } finally {
       clearTimeout(timeout);
     }
+  }
+
+  /** Starts the userspace network stack the guest NIC is attached to; none for `network: "none"`. */
+  private async startNetwork(): Promise<string | undefined> {
+    const config = this.record.config;
+    if (config.network === "none") return undefined;
+    const allowAll: EgressPolicy = () => true;
+    this.network = new NetStack({
+      policy: config.network === "all" ? allowAll : undefined,
+      publishedPorts: config.ports,
+      log: (message) => this.log(`net: ${message}`),
+    });
+    try {
+      await this.network.start();
+    } catch (cause) {
+      throw new MsbError("network", `sandbox ${this.record.name}: ${(cause as Error).message}`, { cause });
+    }
+    const path = join(this.dir, "net.sock");
+    this.networkLink = this.network.listenUnix(path);
+    return path;
   }
 
   private acceptAgent(socket: Socket<FrameConnection | undefined>): void {
@@ -231,6 +256,7 @@ export class Supervisor {
               ...config.env,
             },
             clockMs: Date.now(),
+            net: this.network?.guestConfig() ?? null,
           }),
         );
         return;
@@ -351,9 +377,11 @@ export class Supervisor {
     this.vm?.kill();
     this.vmListener?.stop(true);
     this.clientListener?.stop(true);
+    this.networkLink?.close();
+    this.network?.close();
     const retained = keepConsoleLog ? retainLog(this.consoleLog, `${this.record.name}-${Date.now()}.console.log`) : undefined;
     if (this.record.ephemeral) rmSync(this.dir, { recursive: true, force: true });
-    else for (const socket of ["agent.sock", "vm-agent.sock", "supervisor.pid"]) rmIfExists(join(this.dir, socket));
+    else for (const socket of ["agent.sock", "vm-agent.sock", "net.sock"]) rmIfExists(join(this.dir, socket));
     return retained;
   }
 

@@ -34,10 +34,14 @@ export function checkFlags(own: string[], args: ArgsDef, commandName: string): v
   }
 }
 
+/** A repeatable flag's values: citty gives one value as a string, several as an array. */
+export function listOf(value: unknown): string[] {
+  return value === undefined ? [] : (Array.isArray(value) ? value : [value]).map(String);
+}
+
 export function parseEnv(values: unknown): Record<string, string> {
-  const list = values === undefined ? [] : Array.isArray(values) ? values : [values];
   const env: Record<string, string> = {};
-  for (const item of list) {
+  for (const item of listOf(values)) {
     const text = String(item);
     const eq = text.indexOf("=");
     if (eq <= 0) throw new MsbError("usage", `-e expects NAME=VALUE, got "${text}"`);

@@ -3,8 +3,14 @@
 import { defineCommand, parseArgs, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
 import { Sandbox } from "../sandbox";
-import { checkFlags, parseEnv, parsePositiveInt, splitCommand } from "./args";
+import { checkFlags, listOf, parseEnv, parsePositiveInt, splitCommand } from "./args";
 import { commandFor, progressBars } from "../image";
+
+function networkMode(value: unknown): "none" | "public" | "all" | undefined {
+  if (value === undefined) return undefined;
+  if (value === "none" || value === "public" || value === "all") return value;
+  throw new MsbError("usage", `--network must be public, none or all, not "${String(value)}"`);
+}
 
 function pullPolicy(value: unknown): "always" | "if-missing" | "never" | undefined {
   if (value === undefined) return undefined;
@@ -21,6 +27,8 @@ const runArgs = {
   workdir: { type: "string", alias: "w", description: "Working directory inside the sandbox" },
   backend: { type: "string", description: "VM backend: native or qemu (default: native with hardware KVM, else qemu)" },
   quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice or pull progress" },
+  network: { type: "string", description: "Network: public (default: the internet only), none (no NIC), all (also host and LAN)" },
+  publish: { type: "string", alias: "p", description: "Publish a port, [IP:]HOST:GUEST[/udp] (repeatable)" },
   pull: { type: "string", description: "Pull policy: always, if-missing (default) or never" },
   insecure: { type: "boolean", description: "Allow a plain-HTTP registry" },
 } satisfies ArgsDef;
@@ -49,6 +57,8 @@ export const run = defineCommand({
       workdir: args.workdir as string | undefined,
       backend: backend as "qemu" | "native" | undefined,
       pull: pullPolicy(args.pull),
+      network: networkMode(args.network),
+      ports: listOf(args.publish),
       insecure: Boolean(args.insecure),
     }, { onPullProgress: image && !args.quiet ? progressBars() : undefined });
     let argv: string[];
