@@ -5,15 +5,20 @@ set -eu
 exec 3>&1 1>&2
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# --test: also what the test suite needs (registry, skopeo, network tools, the Debian fixture).
+testing=false
+[ "${1:-}" = "--test" ] && testing=true
 cd "$root"
 step() { printf '==> %s\n' "$*"; }
 
 # Debian packages: what running msb needs, and what building and testing it needs.
 APT_RUN="qemu-system-x86"
 APT_BUILD="linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils cpio busybox-static"
-APT_TEST="erofs-utils iproute2 curl python3 procps"
+APT_TEST="erofs-utils e2fsprogs iproute2 iputils-ping curl iperf3 python3 procps docker-registry skopeo debootstrap"
+wanted="$APT_RUN $APT_BUILD"
+$testing && wanted="$wanted $APT_TEST"
 missing=""
-for pkg in $APT_RUN $APT_BUILD $APT_TEST; do
+for pkg in $wanted; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
@@ -53,5 +58,10 @@ step "initramfs (agent + default busybox root)"
 
 step "single binary dist/msb"
 "$bun" scripts/build.ts
+
+if $testing; then
+  step "test fixture: Debian bookworm with python3 as an OCI image (cached; first time ~3 min)"
+  "$bun" bench/image-fixture-debian.ts
+fi
 
 step "ready: dist/msb"

@@ -160,6 +160,8 @@ export class Supervisor {
     if (config.network === "none") return undefined;
     const allowAll: EgressPolicy = () => true;
     this.network = new NetStack({
+      // Large frames: bulk transfers move 64 KiB per frame over qemu's plain-frame stream.
+      mtu: 65520,
       policy: config.network === "all" ? allowAll : undefined,
       publishedPorts: config.ports,
       log: (message) => this.log(`net: ${message}`),

@@ -6,6 +6,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { DOCKER_HUB } from "./reference.ts";
+import { msbHome } from "../paths.ts";
 
 export interface Credentials {
   username: string;
@@ -15,10 +16,6 @@ export interface Credentials {
 /** The file `msb login` writes. */
 export function msbAuthPath(home = msbHome()): string {
   return join(home, "auth.json");
-}
-
-export function msbHome(): string {
-  return process.env.MSB_HOME || join(homedir(), ".msb");
 }
 
 export function dockerConfigPath(): string {

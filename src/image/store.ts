@@ -12,7 +12,7 @@ import {
   chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { msbHome } from "./auth.ts";
+import { msbHome } from "../paths.ts";
 import { ImageError } from "./errors.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 
