@@ -10,7 +10,19 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { writeOciLayout } from "../src/image/harness.ts";
 
-const MIRROR = process.env.MSB_DEBIAN_MIRROR ?? "";
+const MIRROR = process.env.MSB_DEBIAN_MIRROR ?? aptMirror();
+
+/** The Debian archive this machine's apt already uses (deb822 or one-line sources). */
+function aptMirror(): string {
+  const files = ["/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"];
+  for (const file of files) {
+    if (!existsSync(file)) continue;
+    const text = readFileSync(file, "utf8");
+    const uri = /^URIs:\s*(\S+\/debian)\s*$/m.exec(text)?.[1] ?? /^deb\s+(?:\[[^\]]*\]\s+)?(\S+\/debian)\s+bookworm\s/m.exec(text)?.[1];
+    if (uri) return uri;
+  }
+  throw new Error("no Debian archive found in the apt sources; set MSB_DEBIAN_MIRROR");
+}
 const SUITE = "bookworm";
 const VERSION = "1"; // bump when the recipe changes
 
