@@ -10,6 +10,7 @@ use super::queue::Queue;
 use crate::vstate::memory::GuestMemory;
 
 pub const VIRTIO_ID_BLOCK: u32 = 2;
+const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 const T_IN: u32 = 0;
@@ -25,6 +26,9 @@ pub const ID_LEN: usize = 20;
 /// Largest single request accepted (Linux's default max_sectors is well under this).
 const MAX_REQUEST: u64 = 4 << 20;
 const QUEUE_SIZE: u16 = 256;
+/// Data segments per request the driver may use (the queue also holds header and status).
+const SEG_MAX: u32 = 126;
+const CONFIG_SEG_MAX: usize = 12;
 
 pub struct Block {
     file: File,
@@ -122,11 +126,13 @@ impl VirtioDevice for Block {
         vec![QUEUE_SIZE]
     }
     fn features(&self) -> u64 {
-        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | if self.read_only { VIRTIO_BLK_F_RO } else { 0 }
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX | if self.read_only { VIRTIO_BLK_F_RO } else { 0 }
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // Config space: capacity (le64) and nothing else offered.
-        let cfg = self.capacity_sectors.to_le_bytes();
+        // Config space: capacity (le64), size_max (le32, not offered), seg_max (le32).
+        let mut cfg = [0u8; 16];
+        cfg[..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
+        cfg[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&SEG_MAX.to_le_bytes());
         for (i, b) in data.iter_mut().enumerate() {
             *b = offset.checked_add(i as u64).and_then(|o| cfg.get(o as usize)).copied().unwrap_or(0);
         }
@@ -254,6 +260,11 @@ mod tests {
         ro.process_queue(&m, std::slice::from_mut(&mut d.q), 0).unwrap();
         assert_eq!(status(&m), S_IOERR);
         assert_eq!(&std::fs::read(&path).unwrap()[..5], b"hello");
+        let mut cfg = [0u8; 4];
+        ro.read_config(CONFIG_SEG_MAX as u64, &mut cfg);
+        assert_eq!(u32::from_le_bytes(cfg), SEG_MAX);
+        ro.read_config(0, &mut cfg);
+        assert_eq!(u32::from_le_bytes(cfg), 4);
         // Serial too long is a clear error.
         assert!(Block::open(&path, true, Some("0123456789012345678901")).is_err());
         std::fs::remove_file(&path).unwrap();
