@@ -21,7 +21,7 @@ fn main() {
     while v.poll_exit().is_none() && t.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("stats at {:?}: {}", t.elapsed(), v.stats_json());
     v.request_stop();
     println!("exit after {:?}: {:?}", t.elapsed(), v.wait());
+    println!("stats: {}", v.stats_json());
 }

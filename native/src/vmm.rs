@@ -198,6 +198,8 @@ pub struct Stats {
     pub exits: AtomicU64,
     pub pio_exits: AtomicU64,
     pub mmio_exits: AtomicU64,
+    /// Where the boot vCPU was when the VM was stopped: the first clue to why a guest hung.
+    pub bsp_rip_at_stop: AtomicU64,
 }
 
 struct Shared {
@@ -453,7 +455,7 @@ impl Vmm {
             .map(|b| json::quote(&b))
             .collect();
         format!(
-            "{{\"createdNs\":{},\"startNs\":{},\"firstExitNs\":{},\"lastExitNs\":{},\"exits\":{},\"pioExits\":{},\"mmioExits\":{},\"serialBytes\":{},\"brokenDevices\":[{}]}}",
+            "{{\"createdNs\":{},\"startNs\":{},\"firstExitNs\":{},\"lastExitNs\":{},\"exits\":{},\"pioExits\":{},\"mmioExits\":{},\"bspRipAtStop\":{},\"serialBytes\":{},\"brokenDevices\":[{}]}}",
             ld(&s.created_ns),
             ld(&s.start_ns),
             ld(&s.first_exit_ns),
@@ -461,6 +463,7 @@ impl Vmm {
             ld(&s.exits),
             ld(&s.pio_exits),
             ld(&s.mmio_exits),
+            ld(&s.bsp_rip_at_stop),
             self.shared.bus.serial.lock().map(|s| s.bytes_out).unwrap_or(0),
             broken.join(",")
         )
@@ -518,6 +521,11 @@ fn vcpu_thread(sh: Arc<Shared>, vcpu: Arc<Vcpu>) {
 fn run_vcpu(sh: &Shared, vcpu: &Vcpu) {
     loop {
         if sh.stopping.load(Ordering::SeqCst) {
+            if vcpu.id == 0 {
+                if let Ok(r) = vcpu.get_regs() {
+                    sh.stats.bsp_rip_at_stop.store(r.rip, Ordering::Relaxed);
+                }
+            }
             return;
         }
         let exit = match vcpu.run() {

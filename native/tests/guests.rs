@@ -180,6 +180,10 @@ fn host_stop_ends_spinning_halted_and_unstarted_vcpus_as_killed() {
         vmm.request_stop();
         let exit = vmm.wait();
         assert_eq!(exit.reason, ExitReason::Killed, "{name}");
+        // The boot vCPU was stopped inside the guest image loaded at 1 MiB.
+        let stats = vmm.stats_json();
+        let rip: u64 = stats.split("\"bspRipAtStop\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!((0x100000..0x101000).contains(&rip), "{name}: rip {rip:#x}, stats {stats}");
         assert!(t.elapsed() < Duration::from_secs(5), "stopping {name} took {:?}", t.elapsed());
     }
 }

@@ -138,6 +138,8 @@ export interface NativeVmStats {
   exits: number;
   pioExits: number;
   mmioExits: number;
+  /** Boot vCPU's instruction pointer when the VM was stopped (0 if it ended on its own). */
+  bspRipAtStop: number;
   serialBytes: number;
   brokenDevices: string[];
 }
