@@ -1,10 +1,10 @@
-// Builds the single binary dist/msb with the guest kernel and initramfs embedded in it.
+// Builds the single binary dist/msb with the guest kernel, initramfs and native VMM embedded in it.
 
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
-const assets = ["build/guest/vmlinux", "build/guest/initramfs.cpio.gz"];
+const assets = ["build/guest/vmlinux", "build/guest/initramfs.cpio.gz", "native/target/release/libmsbvmm.so"];
 for (const asset of assets) {
   if (!existsSync(join(root, asset))) {
     console.error(`build: ${asset} is missing; run scripts/setup.sh, which builds it first`);

@@ -53,6 +53,9 @@ step "guest agent (static Rust binary)"
 cp guest/agent/target/x86_64-unknown-linux-gnu/release/msb-agent build/guest/msb-agent 2>/dev/null ||
   cp guest/agent/target/release/msb-agent build/guest/msb-agent
 
+step "native VMM (libmsbvmm.so)"
+(cd native && cargo build --release --quiet)
+
 step "initramfs (agent + default busybox root)"
 "$bun" guest/initramfs/build.ts --agent build/guest/msb-agent --out build/guest/initramfs.cpio.gz
 

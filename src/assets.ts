@@ -21,12 +21,18 @@ export async function guestAssets(): Promise<GuestAssets> {
   };
 }
 
+/**
+ * A file embedded in the compiled binary, as a real file in the cache (QEMU, the VMM and dlopen
+ * need paths). `prefix` is the file's name before Bun's content hash.
+ */
+export async function embeddedAsset(prefix: string, what: string): Promise<string> {
+  const embedded = (Bun.embeddedFiles as Blob[]).find((file) => embeddedName(file).startsWith(prefix));
+  if (!embedded) throw new MsbError("missing_asset", `this msb binary was built without its ${what} (${prefix}); rebuild it with scripts/build.ts`);
+  return extract(embedded, prefix);
+}
+
 async function locate(name: string, what: string): Promise<string> {
-  if (isCompiled()) {
-    const embedded = (Bun.embeddedFiles as Blob[]).find((file) => embeddedName(file).startsWith(name.split(".")[0]!));
-    if (!embedded) throw new MsbError("missing_asset", `this msb binary was built without its ${what} (${name}); rebuild it with scripts/build.ts`);
-    return extract(embedded, name);
-  }
+  if (isCompiled()) return embeddedAsset(name.split(".")[0]!, what);
   const path = join(sourceRoot()!, "build", "guest", name);
   if (!existsSync(path)) {
     throw new MsbError("missing_asset", `${what} not found at ${path}; build it with scripts/setup.sh (or run ./msb, which builds what is missing)`);

@@ -3,12 +3,13 @@
 // sockets named in the spec, never through per-message FFI calls.
 
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
-import { existsSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { VmBackend, VmExit, VmExitReason, VmHandle, VmSpec } from "./backend";
 import { probeKvm, type KvmProbe } from "./kvm";
 import { MsbError } from "../errors";
-import { cacheDir, isCompiled, sourceRoot } from "../paths";
+import { isCompiled, sourceRoot } from "../paths";
+import { embeddedAsset } from "../assets";
 
 export const NATIVE_LIB_NAME = "libmsbvmm.so";
 /** The C ABI version this wrapper speaks (msb_abi_version()). */
@@ -45,13 +46,7 @@ export async function findNativeLib(): Promise<string> {
     if (!existsSync(override)) throw new MsbError("missing_asset", `MSB_NATIVE_LIB points at ${override}, which does not exist`);
     return override;
   }
-  if (isCompiled()) {
-    const embedded = (Bun.embeddedFiles as Blob[]).find((f) => embeddedName(f).startsWith("libmsbvmm"));
-    if (!embedded) {
-      throw new MsbError("missing_asset", `this msb binary was built without ${NATIVE_LIB_NAME}; rebuild it, or use --backend qemu`);
-    }
-    return extract(embedded);
-  }
+  if (isCompiled()) return embeddedAsset("libmsbvmm", `native VMM (${NATIVE_LIB_NAME})`);
   const path = join(sourceRoot()!, "native", "target", "release", NATIVE_LIB_NAME);
   if (!existsSync(path)) {
     throw new MsbError(
@@ -59,22 +54,6 @@ export async function findNativeLib(): Promise<string> {
       `${NATIVE_LIB_NAME} not found at ${path}; build it with \`cargo build --release\` in native/ (or use --backend qemu)`,
     );
   }
-  return path;
-}
-
-function embeddedName(file: Blob): string {
-  return (file as Blob & { name?: string }).name ?? "";
-}
-
-async function extract(file: Blob): Promise<string> {
-  const dir = join(cacheDir(), "assets");
-  // Bun's embedded names carry a content hash, so a new msb never reuses a stale library.
-  const path = join(dir, embeddedName(file).replace(/[^A-Za-z0-9._-]/g, "_"));
-  if (existsSync(path) && statSync(path).size === file.size) return path;
-  mkdirSync(dir, { recursive: true });
-  const temp = `${path}.${process.pid}.tmp`;
-  await Bun.write(temp, file);
-  renameSync(temp, path);
   return path;
 }
 

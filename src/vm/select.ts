@@ -3,6 +3,7 @@
 
 import type { VmBackend } from "./backend";
 import { probeKvm } from "./kvm";
+import { NativeBackend } from "./native";
 import { QemuBackend } from "./qemu";
 import { MsbError } from "../errors";
 
@@ -15,11 +16,5 @@ export function selectBackend(requested?: BackendName): VmBackend {
   }
   const kvm = probeKvm();
   const name = requested ?? (fromEnv as BackendName | undefined) ?? (kvm.kind === "hardware" ? "native" : "qemu");
-  if (name === "native") return nativeBackend();
-  return new QemuBackend(kvm);
-}
-
-function nativeBackend(): VmBackend {
-  // The native VMM lands separately (native/); until its wrapper exists, say so plainly.
-  throw new MsbError("backend_unavailable", "the native backend is not built into this msb yet; use --backend qemu");
+  return name === "native" ? new NativeBackend(kvm) : new QemuBackend(kvm);
 }
