@@ -376,6 +376,7 @@ impl Server {
             self.check_reconnect();
             self.tick(Instant::now());
             self.flush_conn();
+            self.process_frames();
         }
     }
 
@@ -403,8 +404,9 @@ impl Server {
 
     fn read_conn(&mut self) {
         let mut total = 0;
-        while total < READ_BUDGET {
-            if !self.may_read_conn() {
+        loop {
+            // Frames first: a host that stopped sending may still have frames buffered here.
+            if !self.process_frames() || total >= READ_BUDGET {
                 return;
             }
             let Some(c) = self.conn.as_mut() else { return };
@@ -421,25 +423,33 @@ impl Server {
                     return;
                 }
                 Ok(n) => total += n,
-                Err(e) if e.raw_os_error() == Some(sys::EAGAIN) => return,
+                Err(e) if e.raw_os_error() == Some(sys::EAGAIN) => {
+                    self.process_frames();
+                    return;
+                }
                 Err(e) => {
                     self.host_gone(&format!("reading from the host failed: {e}"));
                     return;
                 }
             }
-            loop {
-                let Some(c) = self.conn.as_mut() else { return };
-                match c.decoder.next_frame() {
-                    Ok(Some(f)) => self.dispatch(f),
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.protocol_error(&e.to_string());
-                        return;
-                    }
-                }
-                if !self.may_read_conn() {
-                    // Frames already decoded wait in the decoder until reading resumes.
-                    return;
+        }
+    }
+
+    /// Dispatches the complete frames already received. False when taking frames must pause
+    /// (the host leaves our output unread) or stop; the rest wait in the decoder until the
+    /// output drains, which poll reports, so they are never stranded.
+    fn process_frames(&mut self) -> bool {
+        loop {
+            if !self.may_read_conn() {
+                return false;
+            }
+            let Some(c) = self.conn.as_mut() else { return false };
+            match c.decoder.next_frame() {
+                Ok(Some(f)) => self.dispatch(f),
+                Ok(None) => return true,
+                Err(e) => {
+                    self.protocol_error(&e.to_string());
+                    return false;
                 }
             }
         }
@@ -702,11 +712,12 @@ impl Server {
             Ok(sig) => sig,
             Err(e) => return self.send_error(id, code::REQUEST, &e.0),
         };
-        let pid = self.streams[&id].pid;
-        // The whole process group first (the exec is a session leader), so a shell's children
-        // get it too; the leader alone if the group is gone but the leader is not yet reaped.
-        if sys::send_signal(-pid, sig).is_err() {
-            let _ = sys::send_signal(pid, sig);
+        let s = &self.streams[&id];
+        // The whole process group (the exec is a session leader), so a shell's children get it
+        // too. The leader alone only while it is unreaped (it may have left its group): once
+        // reaped, its pid could belong to someone else.
+        if sys::send_signal(-s.pid, sig).is_err() && s.status.is_none() {
+            let _ = sys::send_signal(s.pid, sig);
         }
     }
 

@@ -119,8 +119,16 @@ pub fn classify_child_failure(stage: u8, errno: i32, program: &str, cwd: &str) -
                 code: NOT_EXECUTABLE,
                 message: format!("cannot execute {program}: its interpreter or dynamic loader was not found"),
             },
-            sys::EACCES => StartError { code: NOT_EXECUTABLE, message: format!("permission denied: {program}") },
-            _ => StartError { code: NOT_EXECUTABLE, message: format!("cannot execute {program}: {text}") },
+            sys::EACCES | sys::EPERM => {
+                StartError { code: NOT_EXECUTABLE, message: format!("permission denied: {program}") }
+            }
+            // The file itself cannot be run: wrong format, a directory, being written, bad
+            // shared library.
+            sys::ENOEXEC | sys::EISDIR | sys::ETXTBSY | sys::ELIBBAD => {
+                StartError { code: NOT_EXECUTABLE, message: format!("cannot execute {program}: {text}") }
+            }
+            // Not the program's fault (too many arguments, out of memory, ...).
+            _ => StartError { code: CANNOT_START, message: format!("cannot start {program}: {text}") },
         },
         _ => StartError { code: CANNOT_START, message: format!("cannot set up the process for {program}: {text}") },
     }
@@ -328,6 +336,9 @@ mod tests {
         let e = classify_child_failure(sys::STAGE_CWD, sys::EACCES, "x", "/root");
         assert_eq!((e.code, e.message.as_str()), (125, "cannot enter working directory /root: Permission denied"));
         assert_eq!(classify_child_failure(sys::STAGE_SETUP, sys::EPERM, "x", "/").code, 125);
+        let e = classify_child_failure(sys::STAGE_EXEC, sys::E2BIG, "x", "/");
+        assert_eq!((e.code, e.message.as_str()), (125, "cannot start x: Argument list too long"));
+        assert_eq!(classify_child_failure(sys::STAGE_EXEC, sys::ETXTBSY, "x", "/").code, 126);
     }
 
     #[test]

@@ -48,10 +48,13 @@ const PR_SET_CHILD_SUBREAPER: c_int = 36;
 
 pub const ENOENT: c_int = 2;
 pub const EINTR: c_int = 4;
-#[cfg(test)]
-pub const ENOEXEC: c_int = 8;
-#[cfg(test)]
 pub const EPERM: c_int = 1;
+#[cfg(test)]
+pub const E2BIG: c_int = 7;
+pub const ENOEXEC: c_int = 8;
+pub const EISDIR: c_int = 21;
+pub const ETXTBSY: c_int = 26;
+pub const ELIBBAD: c_int = 80;
 pub const EAGAIN: c_int = 11;
 pub const EACCES: c_int = 13;
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ pub const ERROR: u8 = 0x7f;
 
 pub const INITIAL_WINDOW: usize = 262_144;
 pub const MAX_CHUNK: usize = 65_536;
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -116,6 +117,8 @@ pub struct Agent {
     /// Frames received for other streams while waiting for a particular one.
     stash: Vec<Frame>,
     pub log: Arc<Mutex<Vec<u8>>>,
+    /// While set, nothing is read from the agent's output: it sees a host that does not read.
+    paused: Arc<AtomicBool>,
 }
 
 pub fn json_str(s: &str) -> String {
@@ -153,10 +156,15 @@ impl Agent {
             .expect("start msb-agent");
         let mut out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let paused = Arc::new(AtomicBool::new(false));
+        let paused2 = paused.clone();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             let mut chunk = vec![0u8; 1 << 16];
             loop {
+                while paused2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 match out.read(&mut chunk) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -192,7 +200,7 @@ impl Agent {
             }
         });
         let input = Arc::new(Mutex::new(child.stdin.take()));
-        Agent { child, input, frames: rx, stash: Vec::new(), log }
+        Agent { child, input, frames: rx, stash: Vec::new(), log, paused }
     }
 
     /// Starts the agent and completes the handshake (HELLO, INIT, READY).
@@ -220,13 +228,21 @@ impl Agent {
     pub fn send_bytes(&self, bytes: &[u8]) {
         let mut guard = self.input.lock().unwrap();
         let w = guard.as_mut().expect("agent input already closed");
-        w.write_all(bytes).expect("write to agent");
-        w.flush().unwrap();
+        // The agent may legitimately have exited (after SHUTDOWN, while we return credit for
+        // its last output): a failed write is not itself an error; what we receive is checked.
+        if let Err(e) = w.write_all(bytes).and_then(|_| w.flush()) {
+            eprintln!("write to agent failed: {e}");
+        }
     }
 
     /// A handle that can write to the agent from another thread.
     pub fn writer(&self) -> Arc<Mutex<Option<ChildStdin>>> {
         self.input.clone()
+    }
+
+    /// Stops (or resumes) reading the agent's output, as a host that does not keep up.
+    pub fn pause_reading(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 
     /// Closes the agent's input: it sees end of file, as when the host goes away.
