@@ -31,7 +31,7 @@ version=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null) ||
 [ -f "$fragment" ] || die "config fragment $fragment is missing"
 missing=()
 for tool in make:make gcc:gcc bc:bc flex:flex bison:bison xz:xz-utils strip:binutils \
-  readelf:binutils sha256sum:coreutils perl:perl; do
+  readelf:binutils sha256sum:coreutils perl:perl flock:util-linux; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ -f /usr/include/libelf.h ] || missing+=(libelf-dev)
@@ -46,24 +46,40 @@ entry=$cache_root/$hash
 
 publish() {
   mkdir -p "$(dirname "$out")"
-  local tmp_out
-  tmp_out=$(mktemp "$(dirname "$out")/.vmlinux.XXXXXX")
-  # Hard link when the cache is on the same filesystem, copy otherwise; then rename into place
-  # so a reader never sees a partial file.
-  rm -f "$tmp_out"
-  ln "$entry/vmlinux" "$tmp_out" 2>/dev/null || cp "$entry/vmlinux" "$tmp_out"
-  mv -f "$tmp_out" "$out"
-  cp "$entry/config" "$out.config.tmp" && mv -f "$out.config.tmp" "$out.config"
+  if ! [ "$out" -ef "$entry/vmlinux" ]; then
+    # Hard link when the cache is on the same filesystem, copy otherwise; then rename into
+    # place so a reader never sees a partial file.
+    local tmp_out
+    tmp_out=$(mktemp "$(dirname "$out")/.vmlinux.XXXXXX")
+    rm -f "$tmp_out"
+    ln "$entry/vmlinux" "$tmp_out" 2>/dev/null || cp "$entry/vmlinux" "$tmp_out"
+    mv -f "$tmp_out" "$out"
+  fi
+  cp "$entry/config" "$out.config.tmp.$$" && mv -f "$out.config.tmp.$$" "$out.config"
 }
 
-if [ -f "$entry/vmlinux" ] && [ -f "$entry/config" ]; then
+cached() { [ -f "$entry/vmlinux" ] && [ -f "$entry/config" ]; }
+if cached; then
   publish
   say "cached: $entry (linux-source-6.1 $version) -> $out"
   exit 0
 fi
 
-say "building linux-source-6.1 $version with $(basename "$fragment") (key $hash, make -j$jobs)"
+# One build per key at a time: a second caller (CI next to ./msb, two terminals) waits for the
+# first and then uses its result instead of spending another ten minutes.
 mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock-$hash"
+if ! flock -n 9; then
+  say "another build of this kernel (key $hash) is running; waiting for it"
+  flock 9
+fi
+if cached; then
+  publish
+  say "cached: built meanwhile by the other run; $entry -> $out"
+  exit 0
+fi
+
+say "building linux-source-6.1 $version with $(basename "$fragment") (key $hash, make -j$jobs)"
 # Build trees of runs that died (their pid is gone) are removed in the background: deleting a
 # 1.5 GB tree of small files takes minutes on slow disks and nobody should wait for it.
 for stale in "$cache_root"/.tmp-*.pid*; do

@@ -21,14 +21,15 @@ const REQUIRED = {
     "HW_RANDOM", "HW_RANDOM_VIRTIO", "VSOCKETS", "VIRTIO_VSOCKETS", "FUSE_FS", "VIRTIO_FS"],
   syscalls: ["MULTIUSER", "FUTEX", "EPOLL", "SIGNALFD", "TIMERFD", "EVENTFD", "SHMEM", "MEMFD_CREATE", "AIO",
     "IO_URING", "FILE_LOCKING", "POSIX_TIMERS", "HIGH_RES_TIMERS", "ADVISE_SYSCALLS", "MEMBARRIER", "RSEQ",
-    "FHANDLE", "CROSS_MEMORY_ATTACH", "SYSVIPC", "POSIX_MQUEUE", "SECCOMP", "SECCOMP_FILTER", "BPF_SYSCALL", "KEYS"],
+    "FHANDLE", "CROSS_MEMORY_ATTACH", "SYSVIPC", "POSIX_MQUEUE", "SECCOMP", "SECCOMP_FILTER", "BPF_SYSCALL", "KEYS",
+    "SECURITY_LANDLOCK"],
   isolation: ["CGROUPS", "MEMCG", "MEMCG_KMEM", "CGROUP_SCHED", "FAIR_GROUP_SCHED", "CFS_BANDWIDTH", "CGROUP_PIDS",
     "CPUSETS", "BLK_CGROUP", "BLK_DEV_THROTTLING", "CGROUP_BPF", "PSI", "NAMESPACES", "UTS_NS", "IPC_NS", "PID_NS",
     "NET_NS", "USER_NS", "TIME_NS"],
   filesystems: ["PROC_FS", "PROC_SYSCTL", "SYSFS", "DEVTMPFS", "TMPFS", "TMPFS_XATTR", "TMPFS_POSIX_ACL", "EXT4_FS",
     "EXT4_FS_POSIX_ACL", "EXT4_FS_SECURITY", "OVERLAY_FS", "EROFS_FS", "EROFS_FS_XATTR", "EROFS_FS_POSIX_ACL",
     "INOTIFY_USER", "FANOTIFY", "DNOTIFY", "UNIX98_PTYS", "BLK_DEV_LOOP"],
-  network: ["NET", "INET", "IPV6", "UNIX", "PACKET", "IP_MULTICAST", "TCP_CONG_CUBIC", "INET_DIAG", "UNIX_DIAG"],
+  network: ["NET", "INET", "IPV6", "UNIX", "PACKET", "IP_MULTICAST", "TCP_CONG_CUBIC", "INET_DIAG", "UNIX_DIAG", "TUN"],
 };
 /** Everything is built in: there is nowhere to load a module from. */
 const FORBIDDEN = ["MODULES"];
@@ -40,7 +41,7 @@ const EXPECTED_CHECKS = ["proc", "sysfs", "devtmpfs", "tmpfs", "devpts", "dev-sh
 const EXPECTED_PROBES = ["image-xattr-acl", "overlay-xattr-acl", "ext4-xattr-acl", "epoll-eventfd-signalfd-timerfd",
   "futex", "membarrier-rseq", "memfd", "sysv-ipc", "posix-mqueue", "process-vm", "inotify", "fanotify", "dnotify",
   "file-locks", "fhandle", "aio", "io-uring", "tmpfs-xattr-acl", "unix-sockets", "tcp-ipv4", "tcp-ipv6", "multicast",
-  "packet-netlink", "vsock", "pty", "seccomp-filter", "bpf", "keyctl", "getrandom", "namespaces", "unprivileged-userns"];
+  "packet-netlink", "vsock", "pty", "seccomp-filter", "bpf", "keyctl", "landlock", "tun", "getrandom", "namespaces", "unprivileged-userns"];
 
 function parseConfig(text: string): Map<string, string> {
   const options = new Map<string, string>();
