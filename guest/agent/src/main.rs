@@ -6,6 +6,8 @@ mod flow;
 mod frame;
 mod json;
 mod message;
+mod netconf;
+mod overlay;
 mod pid1;
 mod server;
 mod spawn;
