@@ -166,7 +166,12 @@ pub struct ExecRequest {
     pub env: Vec<(String, String)>,
     pub cwd: String,
     pub stdin: bool,
+    /// Run on a pseudo-terminal of this size (rows, cols): output as STDOUT only, RESIZE
+    /// applies. An extension of protocol 1 (see README): `"tty": true` or `{"rows":R,"cols":C}`.
+    pub tty: Option<(u16, u16)>,
 }
+
+pub const DEFAULT_TTY_SIZE: (u16, u16) = (24, 80);
 
 impl ExecRequest {
     /// Parses the EXEC payload. Shape errors (not JSON, wrong types, no argv) are `request`
@@ -199,7 +204,13 @@ impl ExecRequest {
             None | Some(Value::Null) => false,
             Some(s) => s.as_bool().ok_or_else(|| MessageError("EXEC.stdin must be true or false".into()))?,
         };
-        Ok(ExecRequest { argv, env, cwd, stdin })
+        let tty = match v.get("tty") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(DEFAULT_TTY_SIZE),
+            Some(t @ Value::Object(_)) => Some(parse_size("EXEC.tty", t)?),
+            Some(_) => return err("EXEC.tty must be true, false or {\"rows\":R,\"cols\":C}"),
+        };
+        Ok(ExecRequest { argv, env, cwd, stdin, tty })
     }
 }
 
@@ -227,9 +238,13 @@ pub fn window_payload(increment: u32) -> [u8; 4] {
 /// RESIZE payload: `{"rows":R,"cols":C}`, each 1..=65535.
 pub fn parse_resize(payload: &[u8]) -> Result<(u16, u16), MessageError> {
     let v = parse_object("RESIZE", payload)?;
+    parse_size("RESIZE", &v)
+}
+
+fn parse_size(what: &str, v: &Value) -> Result<(u16, u16), MessageError> {
     let dim = |k: &str| match v.get(k).and_then(Value::as_i64) {
         Some(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => err(format!("RESIZE.{k} must be an integer from 1 to 65535")),
+        _ => err(format!("{what}.{k} must be an integer from 1 to 65535")),
     };
     Ok((dim("rows")?, dim("cols")?))
 }
@@ -340,7 +355,16 @@ mod tests {
     #[test]
     fn exec_defaults_and_errors() {
         let req = ExecRequest::parse(br#"{"argv":["true"],"unknown":{"x":1}}"#).unwrap();
-        assert_eq!(req, ExecRequest { argv: vec!["true".into()], env: vec![], cwd: "/".into(), stdin: false });
+        assert_eq!(
+            req,
+            ExecRequest { argv: vec!["true".into()], env: vec![], cwd: "/".into(), stdin: false, tty: None }
+        );
+        let tty = |p: &[u8]| ExecRequest::parse(p).map(|r| r.tty);
+        assert_eq!(tty(br#"{"argv":["sh"],"tty":true}"#), Ok(Some((24, 80))));
+        assert_eq!(tty(br#"{"argv":["sh"],"tty":false}"#), Ok(None));
+        assert_eq!(tty(br#"{"argv":["sh"],"tty":{"rows":50,"cols":132}}"#), Ok(Some((50, 132))));
+        assert!(tty(br#"{"argv":["sh"],"tty":{"rows":0,"cols":80}}"#).unwrap_err().0.contains("EXEC.tty.rows"));
+        assert!(tty(br#"{"argv":["sh"],"tty":"yes"}"#).is_err());
         for (payload, needle) in [
             (&br#"{"argv":[]}"#[..], "at least one"),
             (br#"{"argv":"ls"}"#, "array of strings"),

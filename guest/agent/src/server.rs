@@ -164,6 +164,12 @@ struct Stream {
     stdin: Option<OwnedFd>,
     /// EXEC said stdin:true.
     stdin_wanted: bool,
+    /// On a pseudo-terminal: `stdout` is its master, `stdin` a second descriptor of it.
+    tty: bool,
+    /// The master after its output ended (every slave descriptor closed) while the process
+    /// still runs: closing it would hang the terminal up and SIGHUP a process that merely
+    /// closed its descriptors before exiting. Dropped with the stream.
+    tty_held: Option<OwnedFd>,
     stdin_eof: bool,
     stdin_buf: Vec<u8>,
     stdin_start: usize,
@@ -629,9 +635,11 @@ impl Server {
                     Stream {
                         pid: child.pid,
                         stdout: Some(child.stdout),
-                        stderr: Some(child.stderr),
+                        stderr: child.stderr,
                         stdin: child.stdin,
                         stdin_wanted: req.stdin,
+                        tty: req.tty.is_some(),
+                        tty_held: None,
                         stdin_eof: !req.stdin,
                         stdin_buf: Vec::new(),
                         stdin_start: 0,
@@ -735,10 +743,18 @@ impl Server {
         if !self.known(id, "RESIZE") {
             return;
         }
-        if let Err(e) = message::parse_resize(payload) {
-            return self.send_error(id, code::REQUEST, &e.0);
+        let (rows, cols) = match message::parse_resize(payload) {
+            Ok(size) => size,
+            Err(e) => return self.send_error(id, code::REQUEST, &e.0),
+        };
+        let s = &self.streams[&id];
+        if !s.tty {
+            return self.send_error(id, code::REQUEST, &format!("RESIZE on stream {id}, which has no terminal (EXEC without tty)"));
         }
-        self.send_error(id, code::REQUEST, &format!("RESIZE on stream {id}, which has no terminal (protocol 1 EXEC has no tty)"));
+        // Once the terminal's output is closed the process is gone; nothing to resize.
+        if let Some(master) = s.stdout.as_ref().or(s.tty_held.as_ref()) {
+            let _ = sys::set_window_size(master, rows, cols);
+        }
     }
 
     // ---- process I/O ----
@@ -764,6 +780,12 @@ impl Server {
                 sys::read_fd(fd, &mut sink)
             }
         };
+        // A terminal master reads EIO once no slave descriptor is open.
+        let ended = matches!(&result, Ok(0)) || matches!(&result, Err(e) if e.raw_os_error() != Some(sys::EAGAIN));
+        if ended && s.tty && s.status.is_none() {
+            s.tty_held = slot.take();
+            return;
+        }
         match result {
             Ok(0) => *slot = None,
             Ok(n) => {
@@ -808,6 +830,11 @@ impl Server {
             s.stdin_buf.clear();
             s.stdin_start = 0;
             if s.stdin_eof {
+                // A terminal cannot be half-closed: end of input is the EOF character (^D),
+                // which a reader at the start of a line takes as end of file.
+                if let (true, Some(fd)) = (s.tty, s.stdin.as_ref()) {
+                    let _ = sys::write_fd(fd.as_raw_fd(), &[0x04]);
+                }
                 s.stdin = None;
             }
         } else if s.stdin_start >= 64 * 1024 {

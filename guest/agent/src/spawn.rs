@@ -138,12 +138,13 @@ fn cstring(what: &str, s: &str) -> Result<CString, StartError> {
     CString::new(s).or_else(|_| fail(CANNOT_START, format!("bad request: {what} contains a NUL byte")))
 }
 
-/// A process that started, and the agent's ends of its pipes (non-blocking).
+/// A process that started, and the agent's ends of its pipes (non-blocking). With a tty,
+/// `stdout` is the terminal's master, `stdin` a second descriptor of it, and `stderr` absent.
 pub struct Child {
     pub pid: i32,
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Starts the process for `req`. The child gets its own session (so SIGNAL can reach its whole
@@ -175,6 +176,14 @@ pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, 
         code: CANNOT_START,
         message: format!("cannot set up the process for {}: {what}: {e}", req.argv[0]),
     };
+    if let Some((rows, cols)) = req.tty {
+        let (master, slave) = sys::open_pty(rows, cols).map_err(|e| io_err("pseudo-terminal", e))?;
+        let input = if req.stdin { Some(sys::dup_fd(&master).map_err(|e| io_err("pseudo-terminal", e))?) } else { None };
+        let pid = start(&ChildFds { stdin: &slave, stdout: &slave, stderr: &slave, tty: true }, &cwd_c, &program_c, &argv_p, &envp, req)?;
+        drop(slave);
+        sys::set_nonblocking(master.as_raw_fd()).map_err(|e| io_err("non-blocking terminal", e))?;
+        return Ok(Child { pid, stdin: input, stdout: master, stderr: None });
+    }
     let (out_r, out_w) = sys::pipe().map_err(|e| io_err("stdout pipe", e))?;
     let (err_r, err_w) = sys::pipe().map_err(|e| io_err("stderr pipe", e))?;
     let (in_child, in_agent) = if req.stdin {
@@ -187,19 +196,49 @@ pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, 
             Err(_) => (sys::pipe().map_err(|e| io_err("stdin pipe", e))?.0, None),
         }
     };
+    let pid = start(&ChildFds { stdin: &in_child, stdout: &out_w, stderr: &err_w, tty: false }, &cwd_c, &program_c, &argv_p, &envp, req)?;
+    drop((in_child, out_w, err_w));
+    for fd in [&out_r, &err_r].into_iter().chain(in_agent.as_ref()) {
+        sys::set_nonblocking(fd.as_raw_fd()).map_err(|e| io_err("non-blocking pipe", e))?;
+    }
+    Ok(Child { pid, stdin: in_agent, stdout: out_r, stderr: Some(err_r) })
+}
+
+/// The child's ends of its standard descriptors.
+struct ChildFds<'a> {
+    stdin: &'a OwnedFd,
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    tty: bool,
+}
+
+/// Forks and execs; returns the pid once the program runs, or why it could not.
+fn start(
+    fds: &ChildFds,
+    cwd: &CString,
+    program: &CString,
+    argv: &[*const std::os::raw::c_char],
+    envp: &[*const std::os::raw::c_char],
+    req: &ExecRequest,
+) -> Result<i32, StartError> {
+    let io_err = |what: &str, e: std::io::Error| StartError {
+        code: CANNOT_START,
+        message: format!("cannot set up the process for {}: {what}: {e}", req.argv[0]),
+    };
     let (report_r, report_w) = sys::pipe().map_err(|e| io_err("report pipe", e))?;
     let setup = ChildSetup {
-        stdin: in_child.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
-        cwd: &cwd_c,
-        program: &program_c,
-        argv: &argv_p,
-        envp: &envp,
+        stdin: fds.stdin.as_raw_fd(),
+        stdout: fds.stdout.as_raw_fd(),
+        stderr: fds.stderr.as_raw_fd(),
+        controlling_tty: fds.tty,
+        cwd,
+        program,
+        argv,
+        envp,
         report: report_w.as_raw_fd(),
     };
     let pid = sys::fork_exec(&setup).map_err(|e| io_err("fork", e))?;
-    drop((in_child, out_w, err_w, report_w));
+    drop(report_w);
     // The report pipe is close-on-exec: end of file means the program is running. The child
     // gets there in microseconds, so waiting here does not hold up other streams.
     let mut report = [0u8; 5];
@@ -215,10 +254,7 @@ pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, 
         let errno = i32::from_be_bytes(report[1..5].try_into().unwrap());
         return Err(classify_child_failure(report[0], errno, &req.argv[0], &req.cwd));
     }
-    for fd in [&out_r, &err_r].into_iter().chain(in_agent.as_ref()) {
-        sys::set_nonblocking(fd.as_raw_fd()).map_err(|e| io_err("non-blocking pipe", e))?;
-    }
-    Ok(Child { pid, stdin: in_agent, stdout: out_r, stderr: err_r })
+    Ok(pid)
 }
 
 #[cfg(test)]
@@ -359,6 +395,7 @@ mod tests {
             env: vec![("GREETING".into(), "hi there".into())],
             cwd: cwd.into(),
             stdin: false,
+            tty: None,
         };
         let child = spawn(&req(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$(pwd)\""], "/tmp"), &base).unwrap();
         let status = sys::wait_for(child.pid).unwrap();

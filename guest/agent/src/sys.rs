@@ -14,6 +14,13 @@ pub const O_CLOEXEC: c_int = 0o2000000;
 pub const O_PATH: c_int = 0o10000000;
 
 const F_GETFL: c_int = 3;
+const F_DUPFD_CLOEXEC: c_int = 1030;
+
+// Terminal ioctls (asm-generic/ioctls.h on x86-64).
+const TIOCSCTTY: c_ulong = 0x540E;
+const TIOCSWINSZ: c_ulong = 0x5414;
+const TIOCSPTLCK: c_ulong = 0x4004_5431;
+const TIOCGPTPEER: c_ulong = 0x5441;
 const F_SETFL: c_int = 4;
 
 pub const POLLIN: c_short = 0x1;
@@ -113,6 +120,7 @@ extern "C" {
     fn sethostname(name: *const c_char, len: usize) -> c_int;
     fn clock_settime(clock: c_int, ts: *const Timespec) -> c_int;
     fn setsid() -> c_int;
+    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
     fn kill(pid: c_int, sig: c_int) -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn fork() -> c_int;
@@ -198,6 +206,43 @@ pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) {
             Ok(n) => buf = &buf[n..],
         }
     }
+}
+
+/// A second descriptor for the same open file (close-on-exec).
+pub fn dup_fd(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we then own.
+    let new = check(unsafe { fcntl(fd.as_raw_fd(), F_DUPFD_CLOEXEC, 3 as c_int) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+#[repr(C)]
+struct WinSize {
+    rows: u16,
+    cols: u16,
+    xpixel: u16,
+    ypixel: u16,
+}
+
+/// Opens a new pseudo-terminal pair of the devpts instance at /dev/pts: (master, slave).
+/// TIOCGPTPEER opens the slave without a path lookup (Linux 4.13+).
+pub fn open_pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = open_path("/dev/ptmx", O_RDWR | O_NOCTTY)?;
+    let unlock: c_int = 0;
+    // SAFETY: ioctls on the master we hold, with pointers to live values.
+    check(unsafe { ioctl(master.as_raw_fd(), TIOCSPTLCK, &unlock as *const c_int) })?;
+    let slave = check(unsafe { ioctl(master.as_raw_fd(), TIOCGPTPEER, (O_RDWR | O_NOCTTY | O_CLOEXEC) as c_ulong) })?;
+    // SAFETY: slave is a fresh descriptor.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    set_window_size(&master, rows, cols)?;
+    Ok((master, slave))
+}
+
+/// Sets a terminal's size; the kernel sends SIGWINCH to its foreground process group.
+pub fn set_window_size(master: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = WinSize { rows, cols, xpixel: 0, ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a struct winsize from a valid pointer.
+    check(unsafe { ioctl(master.as_raw_fd(), TIOCSWINSZ, &ws as *const WinSize) })?;
+    Ok(())
 }
 
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -421,6 +466,8 @@ pub struct ChildSetup<'a> {
     pub program: &'a CStr,
     pub argv: &'a [*const c_char],
     pub envp: &'a [*const c_char],
+    /// stdin is a terminal that becomes the child's controlling terminal.
+    pub controlling_tty: bool,
     /// Where the child reports a failure before exec: one stage byte and the errno (4 bytes BE).
     pub report: RawFd,
 }
@@ -458,6 +505,10 @@ pub fn fork_exec(setup: &ChildSetup) -> io::Result<c_int> {
             fail(STAGE_SETUP);
         }
         if dup2(setup.stdin, 0) < 0 || dup2(setup.stdout, 1) < 0 || dup2(setup.stderr, 2) < 0 {
+            fail(STAGE_SETUP);
+        }
+        // As a new session leader without a terminal, claim this one (job control, ^C).
+        if setup.controlling_tty && ioctl(0, TIOCSCTTY, 0 as c_int) < 0 {
             fail(STAGE_SETUP);
         }
         // Everything the agent holds is close-on-exec already; this also drops descriptors the
