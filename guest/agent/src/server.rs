@@ -886,7 +886,7 @@ impl Server {
                 }
             }
             if s.draining && s.outputs_open() {
-                let room = self.conn.as_ref().map_or(true, |c| c.pending() < OUT_HIGH);
+                let room = self.conn.as_ref().is_none_or(|c| c.pending() < OUT_HIGH);
                 if room {
                     self.pump_output(id, false);
                     self.pump_output(id, true);
