@@ -2,6 +2,8 @@
 // (INIT, EXEC, SIGNAL, WINDOW, RESIZE), emit what the agent sends (HELLO, READY, EXIT, ERROR).
 
 use crate::frame::PROTOCOL_VERSION;
+use crate::netconf::NetConfig;
+use crate::overlay::OVERLAY_ROOT;
 use crate::json::{self, Value};
 use std::fmt;
 
@@ -67,7 +69,12 @@ pub fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub enum RootKind {
     /// A directory inside the initramfs.
     Initramfs,
+    /// EROFS layer disks (virtio-blk serials, lowest first) merged under a private tmpfs upper.
+    Overlay { layers: Vec<String> },
 }
+
+/// How many layer disks an overlay root may name; far above what any VM can attach.
+const MAX_LAYERS: usize = 64;
 
 #[derive(Debug, PartialEq)]
 pub struct Init {
@@ -78,6 +85,8 @@ pub struct Init {
     /// Base environment of every exec; always has PATH.
     pub env: Vec<(String, String)>,
     pub clock_ms: Option<u64>,
+    /// The guest NIC's configuration; None: no network beyond lo.
+    pub net: Option<NetConfig>,
 }
 
 /// Why INIT was refused: the protocol version differs (ERROR `version`), or anything else
@@ -115,22 +124,25 @@ impl Init {
         if root.as_object().is_none() {
             return Err(InitError::Invalid(format!("INIT.root must be an object, got {}", root.kind())));
         }
-        let root_kind = match root.get("kind").and_then(Value::as_str) {
-            Some("initramfs") => RootKind::Initramfs,
+        let (root_kind, root_path) = match root.get("kind").and_then(Value::as_str) {
+            Some("initramfs") => {
+                let path = root
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| InitError::Invalid("INIT.root.path must be a string".into()))?;
+                if !path.starts_with('/') || path.contains('\0') {
+                    return Err(InitError::Invalid(format!("INIT.root.path must be an absolute path, got {path:?}")));
+                }
+                (RootKind::Initramfs, path.to_string())
+            }
+            Some("overlay") => (RootKind::Overlay { layers: parse_layers(root).map_err(inv)? }, OVERLAY_ROOT.to_string()),
             Some(other) => {
                 return Err(InitError::Invalid(format!(
-                    "INIT.root.kind {other:?} is not supported by agent {AGENT_VERSION} (supported: \"initramfs\")"
+                    "INIT.root.kind {other:?} is not supported by agent {AGENT_VERSION} (supported: \"initramfs\", \"overlay\")"
                 )))
             }
-            None => return Err(InitError::Invalid("INIT.root.kind must be a string (\"initramfs\")".into())),
+            None => return Err(InitError::Invalid("INIT.root.kind must be a string (\"initramfs\" or \"overlay\")".into())),
         };
-        let root_path = root
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| InitError::Invalid("INIT.root.path must be a string".into()))?;
-        if !root_path.starts_with('/') || root_path.contains('\0') {
-            return Err(InitError::Invalid(format!("INIT.root.path must be an absolute path, got {root_path:?}")));
-        }
         let mut env = match v.get("env") {
             None | Some(Value::Null) => Vec::new(),
             Some(e) => parse_env("INIT", e).map_err(inv)?,
@@ -145,7 +157,77 @@ impl Init {
                 _ => return Err(InitError::Invalid("INIT.clockMs must be a non-negative integer (ms since 1970)".into())),
             },
         };
-        Ok(Init { protocol, hostname, root_kind, root_path: root_path.to_string(), env, clock_ms })
+        let net = match v.get("net") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(parse_net(n).map_err(inv)?),
+        };
+        Ok(Init { protocol, hostname, root_kind, root_path, env, clock_ms, net })
+    }
+}
+
+/// INIT.root.layers: disk serials (at most 20 bytes, as VIRTIO_BLK_T_GET_ID carries), lowest first.
+fn parse_layers(root: &Value) -> Result<Vec<String>, MessageError> {
+    let Some(items) = root.get("layers").and_then(Value::as_array) else {
+        return err("INIT.root.layers must be an array of disk serials".to_string());
+    };
+    if items.is_empty() || items.len() > MAX_LAYERS {
+        return err(format!("INIT.root.layers must name 1 to {MAX_LAYERS} disks, got {}", items.len()));
+    }
+    let mut layers = Vec::with_capacity(items.len());
+    for item in items {
+        match item.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_graphic()) => layers.push(s.to_string()),
+            _ => return err(format!("INIT.root.layers entries must be 1-20 printable characters, got {}", item.to_json())),
+        }
+    }
+    match root.get("upper").map(|u| u.get("kind").and_then(Value::as_str)) {
+        None | Some(Some("tmpfs")) => Ok(layers),
+        Some(other) => err(format!("INIT.root.upper.kind {other:?} is not supported (supported: \"tmpfs\")")),
+    }
+}
+
+/// INIT.net: addresses are parsed, not trusted as text, since they end up in ioctls and files.
+fn parse_net(n: &Value) -> Result<NetConfig, MessageError> {
+    if n.as_object().is_none() {
+        return err(format!("INIT.net must be an object or null, got {}", n.kind()));
+    }
+    let mtu = match n.get("mtu").and_then(Value::as_i64) {
+        Some(m) if (576..=65535).contains(&m) => m as u32,
+        _ => return err("INIT.net.mtu must be an integer from 576 to 65535".to_string()),
+    };
+    let ipv4 = n.get("ipv4").ok_or_else(|| MessageError("INIT.net.ipv4 is missing".into()))?;
+    let (ipv4, ipv4_prefix, ipv4_gateway) = parse_addr::<std::net::Ipv4Addr>(ipv4, "ipv4", 32)?;
+    let ipv6 = match n.get("ipv6") {
+        None | Some(Value::Null) => None,
+        Some(v6) => Some(parse_addr::<std::net::Ipv6Addr>(v6, "ipv6", 128)?),
+    };
+    let mut nameservers = Vec::new();
+    for server in n.get("nameservers").and_then(Value::as_array).unwrap_or(&[]) {
+        match server.as_str().map(str::parse::<std::net::IpAddr>) {
+            Some(Ok(ip)) => nameservers.push(ip.to_string()),
+            _ => return err(format!("INIT.net.nameservers entries must be IP addresses, got {}", server.to_json())),
+        }
+    }
+    let mut hosts = Vec::new();
+    for entry in n.get("hosts").and_then(Value::as_array).unwrap_or(&[]) {
+        let name = entry.get("name").and_then(Value::as_str).unwrap_or("");
+        let address = entry.get("address").and_then(Value::as_str).map(str::parse::<std::net::IpAddr>);
+        let valid_name = !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        match address {
+            Some(Ok(ip)) if valid_name => hosts.push((name.to_string(), ip.to_string())),
+            _ => return err(format!("INIT.net.hosts entries need a host name and an IP address, got {}", entry.to_json())),
+        }
+    }
+    Ok(NetConfig { mtu, ipv4, ipv4_prefix, ipv4_gateway, ipv6, nameservers, hosts })
+}
+
+fn parse_addr<A: std::str::FromStr>(v: &Value, what: &str, max_prefix: i64) -> Result<(A, u8, A), MessageError> {
+    let address = v.get("address").and_then(Value::as_str).and_then(|s| s.parse::<A>().ok());
+    let gateway = v.get("gateway").and_then(Value::as_str).and_then(|s| s.parse::<A>().ok());
+    let prefix = v.get("prefixLength").and_then(Value::as_i64).filter(|p| (0..=max_prefix).contains(p));
+    match (address, prefix, gateway) {
+        (Some(a), Some(p), Some(g)) => Ok((a, p as u8, g)),
+        _ => err(format!("INIT.net.{what} needs address, prefixLength (0-{max_prefix}) and gateway, got {}", v.to_json())),
     }
 }
 
@@ -455,5 +537,40 @@ mod tests {
         let e = json::parse(&error(code::STREAM, "stream 5 is \"busy\"")).unwrap();
         assert_eq!(e.get("code").unwrap().as_str(), Some("stream"));
         assert_eq!(e.get("message").unwrap().as_str(), Some("stream 5 is \"busy\""));
+    }
+
+    #[test]
+    fn init_overlay_root_and_network() {
+        let init = Init::parse(
+            br#"{"protocol":1,"root":{"kind":"overlay","layers":["msb-layer-0","msb-layer-1"],"upper":{"kind":"tmpfs"}},
+                "net":{"mtu":65520,"ipv4":{"address":"10.0.2.15","prefixLength":24,"gateway":"10.0.2.2"},
+                       "ipv6":{"address":"fd6d:7362::15","prefixLength":64,"gateway":"fd6d:7362::2"},
+                       "nameservers":["10.0.2.3"],"hosts":[{"name":"host.msb.internal","address":"10.0.2.2"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into(), "msb-layer-1".into()] });
+        assert_eq!(init.root_path, crate::overlay::OVERLAY_ROOT);
+        let net = init.net.unwrap();
+        assert_eq!(net.mtu, 65520);
+        assert_eq!(net.ipv4.to_string(), "10.0.2.15");
+        assert_eq!(net.ipv4_prefix, 24);
+        assert_eq!(net.ipv6.unwrap().1, 64);
+        assert_eq!(net.hosts, vec![("host.msb.internal".to_string(), "10.0.2.2".to_string())]);
+    }
+
+    #[test]
+    fn init_rejects_bad_overlay_and_network() {
+        let bad = |json: &str, needle: &str| match Init::parse(json.as_bytes()) {
+            Err(InitError::Invalid(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected an error about {needle}, got {other:?}"),
+        };
+        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":[]}}"#, "1 to 64 disks");
+        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["a serial that is far too long"]}}"#, "1-20 printable");
+        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["l0"],"upper":{"kind":"disk"}}}"#, "upper.kind");
+        let root = r#""root":{"kind":"initramfs","path":"/"}"#;
+        bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":9}}}}"#), "mtu");
+        bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":1500,"ipv4":{{"address":"10.0.2.300","prefixLength":24,"gateway":"10.0.2.2"}}}}}}"#), "INIT.net.ipv4");
+        bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":1500,"ipv4":{{"address":"10.0.2.15","prefixLength":24,"gateway":"10.0.2.2"}},"hosts":[{{"name":"a b","address":"1.2.3.4"}}]}}}}"#), "hosts");
+        bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":1500,"ipv4":{{"address":"10.0.2.15","prefixLength":24,"gateway":"10.0.2.2"}},"nameservers":["nameserver 1.1.1.1"]}}}}"#), "nameservers");
     }
 }

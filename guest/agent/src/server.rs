@@ -11,7 +11,9 @@
 use crate::flow::{RecvWindow, SendCredit};
 use crate::frame::{self, kind, Decoder, Frame, MAX_CHUNK, MAX_PING, MAX_STREAMS};
 use crate::json;
-use crate::message::{self, code, ExecRequest, ExitStatus, Init, InitError};
+use crate::message::{self, code, ExecRequest, ExitStatus, Init, InitError, RootKind};
+use crate::netconf;
+use crate::overlay;
 use crate::pid1::{self, log};
 use crate::spawn::{self, CANNOT_START};
 use crate::sys::{self, PollFd, WaitStatus};
@@ -579,6 +581,11 @@ impl Server {
         } else {
             self.cfg.root_override.clone().unwrap_or_else(|| "/".to_string())
         };
+        if self.cfg.pid1 {
+            if let RootKind::Overlay { layers } = &init.root_kind {
+                self.mounts = overlay::assemble(layers)?;
+            }
+        }
         match std::fs::metadata(&root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(format!("sandbox root {root} is not a directory")),
@@ -590,7 +597,14 @@ impl Server {
                 sys::set_clock_ms(ms).map_err(|e| format!("cannot set the clock to {ms} ms: {e}"))?;
             }
             sys::set_hostname(&init.hostname).map_err(|e| format!("cannot set the hostname to {}: {e}", init.hostname))?;
-            self.mounts = pid1::setup_root(&root)?;
+            netconf::loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
+            if let Some(net) = &init.net {
+                let nic = netconf::configure(net)?;
+                log(&format!("network: {nic} {}/{} via {}, mtu {}", net.ipv4, net.ipv4_prefix, net.ipv4_gateway, net.mtu));
+            }
+            netconf::write_files(&root, init.net.as_ref(), &init.hostname)?;
+            let mut mounts = pid1::setup_root(&root)?;
+            self.mounts.append(&mut mounts);
         }
         if root != "/" {
             let outer = sys::open_path("/", sys::O_PATH | sys::O_DIRECTORY)
