@@ -16,8 +16,8 @@ export const sandboxOptionsSchema = z
     image: z.string().min(1).optional(),
     /** When to contact the registry for the image. */
     pull: z.enum(["always", "if-missing", "never"]).default("if-missing"),
-    /** Plain-HTTP registry. */
-    insecure: z.boolean().default(false),
+    /** Plain-HTTP registry (loopback registries are plain HTTP unless this says false). */
+    insecure: z.boolean().optional(),
     cpus: z.number().int().min(1).max(64).default(1),
     memoryMiB: z.number().int().min(64).max(1024 * 1024).default(512),
     env: z.record(z.string().regex(/^[^=\0]+$/, "environment names cannot contain '=' or NUL"), z.string()).default({}),

@@ -106,7 +106,7 @@ describe("a sandbox from an image", () => {
 
 const debian = join(fixtureDir(), "oci");
 describe.skipIf(!existsSync(join(debian, "index.json")))(
-  `a Debian image with python3 (skipped when ${debian} is not built: scripts/setup.sh --test builds it)`,
+  `a Debian image with python3 (runs when ${debian} is built, as scripts/setup.sh --test does)`,
   () => {
     test("msb run <debian image> -- python3 -c 'print(2**100)'", async () => {
       await skopeoPush(debian, "bookworm-python3", registry, "test/debian", { creds: false });

@@ -59,7 +59,7 @@ export const run = defineCommand({
       pull: pullPolicy(args.pull),
       network: networkMode(args.network),
       ports: listOf(args.publish),
-      insecure: Boolean(args.insecure),
+      insecure: args.insecure === undefined ? undefined : Boolean(args.insecure),
     }, { onPullProgress: image && !args.quiet ? progressBars() : undefined });
     let argv: string[];
     try {
