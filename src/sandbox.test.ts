@@ -4,15 +4,15 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Sandbox } from "./sandbox";
 import { MsbError } from "./errors";
-import { eventually, leftoverSandboxes, processesOf, removeHome, repoRoot, useTempHome } from "./testing";
+import { e2eBackends, eventually, leftoverSandboxes, processesOf, removeHome, repoRoot, useTempHome } from "./testing";
 
 const home = useTempHome();
 afterAll(() => removeHome(home));
 
-describe("a running sandbox", () => {
+for (const { backend, skip } of await e2eBackends()) describe.skipIf(skip !== undefined)(`a running sandbox on ${backend}${skip ? ` (skipped: ${skip})` : ""}`, () => {
   let sandbox: Sandbox;
   beforeAll(async () => {
-    sandbox = await Sandbox.create({ backend: "qemu" });
+    sandbox = await Sandbox.create({ backend });
   });
   afterAll(async () => {
     await sandbox?.stop();

@@ -52,3 +52,12 @@ export async function eventually(check: () => boolean, timeoutMs = 15_000): Prom
   }
   return check();
 }
+
+/**
+ * The VM backends the end-to-end suites run on, each with the reason it is skipped here, if it
+ * is: qemu always runs; native boots Linux only on hardware KVM (see nativeLinuxSkipReason).
+ */
+export async function e2eBackends(): Promise<{ backend: "qemu" | "native"; skip?: string }[]> {
+  const { nativeLinuxSkipReason } = await import("./vm/native");
+  return [{ backend: "qemu" }, { backend: "native", skip: await nativeLinuxSkipReason() }];
+}
