@@ -109,6 +109,26 @@ describe("msb run", () => {
     }
   });
 
+  test("the copied binary loads its embedded native VMM and guest, with no checkout around it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "msb-doctor-"));
+    try {
+      const copy = join(dir, "msb");
+      copyFileSync(binary, copy);
+      const cache = join(dir, "cache");
+      const result = msb(["doctor", "--json"], { bin: copy, cwd: "/", env: { MSB_CACHE_DIR: cache } });
+      const checks = JSON.parse(result.stdout) as { name: string; ok: boolean; detail: string }[];
+      const native = checks.find((c) => c.name === "native VMM")!;
+      expect(native.ok).toBe(true);
+      expect(native.detail).toStartWith(join(cache, "assets", "libmsbvmm"));
+      expect(native.detail).toContain("ABI 1");
+      const guest = checks.find((c) => c.name === "guest")!;
+      expect(guest.detail).toContain(join(cache, "assets", "vmlinux"));
+      expect(result.code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("without qemu it says how to install it", () => {
     const result = msb(["run", "--backend", "qemu", "--", "true"], { env: { PATH: "/nonexistent" } });
     expect(result.code).toBe(125);

@@ -4,11 +4,12 @@ import { defineCommand, renderUsage, runCommand, type CommandDef } from "citty";
 import { MsbError } from "../errors";
 import { VERSION } from "../version";
 import { splitCommand } from "./args";
+import { doctor } from "./doctor";
 import { run } from "./run";
 
 export const main = defineCommand({
   meta: { name: "msb", version: VERSION, description: "Run untrusted code in local microVMs" },
-  subCommands: { run },
+  subCommands: { run, doctor },
 });
 
 /** Runs the CLI; errors become one clear line on stderr and a non-zero exit. */
