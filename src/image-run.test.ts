@@ -104,6 +104,45 @@ describe("a sandbox from an image", () => {
   });
 });
 
+describe("image commands", () => {
+  const msb = (args: string[]) => {
+    const result = Bun.spawnSync([join(repoRoot, "dist", "msb"), ...args], { env: { ...process.env, MSB_HOME: home }, stdin: "ignore" });
+    return { code: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+  };
+  const listed = () => JSON.parse(msb(["images", "--json"]).stdout) as { id: string; references: string[] }[];
+
+  test("pull, images --json, rmi", () => {
+    const pulled = msb(["pull", "-q", image]);
+    expect(pulled.code).toBe(0);
+    const id = pulled.stdout.trim();
+    expect(id).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(listed().find((i) => i.id === id)?.references).toContain(image);
+    const removed = msb(["rmi", image]);
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toContain(`untagged ${image}`);
+    expect(listed().some((i) => i.id === id)).toBe(false);
+  });
+
+  test("image import of an OCI layout, then run it by its new tag", () => {
+    const imported = msb(["image", "import", layout, "--tag", "local/imported:1"]);
+    expect(imported.stderr).toBe("");
+    expect(imported.code).toBe(0);
+    const run = msb(["run", "-q", "local/imported:1", "--pull", "never", "--", "cat", "/data/keep.txt"]);
+    // The imported config's Entrypoint takes the arguments, as Docker does.
+    expect(run.stdout).toBe("hello from the image in /app as /app/hello.sh cat /data/keep.txt\n");
+    expect(run.code).toBe(0);
+  });
+
+  test("bad input is a clear usage error", () => {
+    const result = msb(["pull"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/REFERENCE|msb pull needs an image reference/);
+    const never = msb(["run", "-q", "--pull", "never", `${registry.host}/test/never-pulled:1`, "--", "true"]);
+    expect(never.code).toBe(125);
+    expect(never.stderr).toContain("never-pulled");
+  });
+});
+
 const debian = join(fixtureDir(), "oci");
 describe.skipIf(!existsSync(join(debian, "index.json")))(
   `a Debian image with python3 (runs when ${debian} is built, as scripts/setup.sh --test does)`,

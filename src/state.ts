@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { SandboxConfig } from "./config";
 import type { RuntimeConfig } from "./image";
 import { MsbError } from "./errors";
-import { retainedLogsDir, sandboxDir } from "./paths";
+import { retainedLogsDir, sandboxDir, sandboxesDir } from "./paths";
 
 /** The image a sandbox's root is made of, resolved when it was created. */
 export interface SandboxImage {
@@ -66,4 +66,19 @@ export function retainLog(path: string, as: string): string | undefined {
     .sort((a, b) => b.mtime - a.mtime);
   for (const old of logs.slice(RETAINED_LOGS)) rmSync(old.path, { force: true });
   return target;
+}
+
+/** Ids of the images that sandboxes on this host were created from; such images are not deleted. */
+export function imagesInUse(): Set<string> {
+  const ids = new Set<string>();
+  if (!existsSync(sandboxesDir())) return ids;
+  for (const name of readdirSync(sandboxesDir())) {
+    try {
+      const id = readSandboxRecord(name).image?.id;
+      if (id) ids.add(id);
+    } catch {
+      // A half-written or foreign directory names no image.
+    }
+  }
+  return ids;
 }

@@ -5,11 +5,12 @@ import { MsbError } from "../errors";
 import { VERSION } from "../version";
 import { splitCommand } from "./args";
 import { doctor } from "./doctor";
+import { image, images, loginCommand, logoutCommand, pull, rmi } from "./image";
 import { run } from "./run";
 
 export const main = defineCommand({
   meta: { name: "msb", version: VERSION, description: "Run untrusted code in local microVMs" },
-  subCommands: { run, doctor },
+  subCommands: { run, pull, images, rmi, image, login: loginCommand, logout: logoutCommand, doctor },
 });
 
 /** Runs the CLI; errors become one clear line on stderr and a non-zero exit. */
@@ -40,5 +41,7 @@ export async function runCli(argv: string[]): Promise<void> {
 export function reportError(error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
   process.stderr.write(`msb: ${message}\n`);
-  process.exitCode = error instanceof MsbError && error.code === "usage" ? 2 : 125;
+  // citty's own argument errors (a missing positional) are usage errors too.
+  const usage = (error instanceof MsbError && error.code === "usage") || (error instanceof Error && error.name === "CLIError");
+  process.exitCode = usage ? 2 : 125;
 }
