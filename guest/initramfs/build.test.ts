@@ -16,7 +16,7 @@ const haveTools = Bun.which("cpio") !== null && Bun.file(DEFAULT_BUSYBOX).size >
 const suffix = haveTools ? "" : " (skipped: needs cpio and busybox-static: apt-get install cpio busybox-static)";
 const init = new TextEncoder().encode("#!/rootfs/bin/busybox sh\necho hello\n");
 
-function list(gz: Uint8Array): string[][] {
+function list(gz: Uint8Array<ArrayBuffer>): string[][] {
   const r = Bun.spawnSync(["cpio", "-itv", "--numeric-uid-gid"], { stdin: Bun.gunzipSync(gz), env: { LC_ALL: "C", TZ: "UTC" } });
   expect(r.exitCode).toBe(0);
   return r.stdout.toString().trim().split("\n").map((l) => l.trim().split(/\s+/));

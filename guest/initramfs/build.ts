@@ -56,7 +56,7 @@ const ROOTFS_ETC: Record<string, string> = {
 };
 
 /** Builds the uncompressed newc archive. */
-export function buildInitramfs(input: InitramfsInput): Uint8Array {
+export function buildInitramfs(input: InitramfsInput): Uint8Array<ArrayBuffer> {
   const w = new CpioWriter({ mtime: FIXED_MTIME });
   // The kernel opens /dev/console for init's stdio before anything mounts devtmpfs.
   w.add({ type: "dir", path: "dev", mode: 0o755 });
@@ -85,7 +85,7 @@ export function buildInitramfs(input: InitramfsInput): Uint8Array {
 }
 
 /** Builds and gzips the archive (level 9; gzip output is deterministic, its header carries no time). */
-export function buildInitramfsGz(input: InitramfsInput): Uint8Array {
+export function buildInitramfsGz(input: InitramfsInput): Uint8Array<ArrayBuffer> {
   return Bun.gzipSync(buildInitramfs(input), { level: 9 });
 }
 

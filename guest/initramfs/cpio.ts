@@ -143,7 +143,7 @@ export class CpioWriter {
   }
 
   /** Appends the trailer and returns the whole archive. */
-  finish(): Uint8Array {
+  finish(): Uint8Array<ArrayBuffer> {
     if (!this.finished) {
       this.writeRecord(TRAILER_NAME, {
         ino: 0, mode: 0, uid: 0, gid: 0, nlink: 1, mtime: 0, rdevMajor: 0, rdevMinor: 0, data: new Uint8Array(0),

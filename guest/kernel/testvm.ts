@@ -23,7 +23,7 @@ export const MACHINE = "microvm,acpi=off,x-option-roms=off,rtc=on,isa-serial=on"
  * controller reset spins through its timeouts (~1-3 s under TCG) before falling back to a triple
  * fault anyway. QEMU with -no-reboot exits on either.
  */
-export const BASE_CMDLINE = ["console=ttyS0", "reboot=t", "panic=-1", "8250.nr_uarts=1", "rdinit=/init"];
+export const BASE_CMDLINE = ["console=ttyS0", "reboot=t", "panic=-1", "rdinit=/init"];
 
 /**
  * Under TCG the guest TSC ticks at the host TSC's rate, but the kernel cannot measure it (no
