@@ -1,6 +1,10 @@
 // End-to-end: the SDK against real VMs on the qemu backend (real kernel, real agent).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { guestAssets } from "./assets";
+import { KERNEL_CMDLINE } from "./supervisor";
+import { QemuBackend } from "./vm/qemu";
 import { join } from "node:path";
 import { Sandbox } from "./sandbox";
 import { MsbError } from "./errors";
@@ -131,6 +135,35 @@ describe("host going away", () => {
     // The supervisor had no chance to clean up; its directory remains for `msb ls` to explain.
     require("node:fs").rmSync(join(home, "sandboxes", sandbox.name), { recursive: true, force: true });
   });
+});
+
+describe("a host that dies before the handshake", () => {
+  test("the guest powers off by itself when no INIT comes in time", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "msb-noinit-"));
+    try {
+      // A host that accepts the agent channel and then never answers HELLO, as a supervisor
+      // killed mid-boot would leave it.
+      const listener = Bun.listen({ unix: join(dir, "agent.sock"), socket: { data() {} } });
+      const assets = await guestAssets();
+      const vm = await new QemuBackend().start({
+        kernel: assets.kernel,
+        initrd: assets.initrd,
+        cmdline: [...KERNEL_CMDLINE, "msb_init_timeout=3"].join(" "),
+        cpus: 1,
+        memoryMiB: 256,
+        disks: [],
+        agentSocket: join(dir, "agent.sock"),
+        consoleLog: join(dir, "console.log"),
+      });
+      const outcome = await Promise.race([vm.exited, Bun.sleep(60_000).then(() => undefined)]);
+      vm.kill();
+      listener.stop(true);
+      expect(outcome?.reason).toBe("reset");
+      expect(readFileSync(join(dir, "console.log"), "utf8")).toContain("no INIT from the host in time");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
 
 describe("boot failures", () => {

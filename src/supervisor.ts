@@ -32,7 +32,6 @@ export const KERNEL_CMDLINE = [
   "reboot=t",
   "panic=-1",
   "quiet",
-  "8250.nr_uarts=1",
   "rdinit=/init",
 ];
 
@@ -128,7 +127,9 @@ export class Supervisor {
     this.vm = await backend.start({
       kernel,
       initrd: assets.initrd,
-      cmdline: [...KERNEL_CMDLINE, ...config.kernelArgs].join(" "),
+      // The agent powers off if no INIT arrives in time, so a supervisor that dies mid-boot
+      // does not leave its VM waiting forever.
+      cmdline: [...KERNEL_CMDLINE, `msb_init_timeout=${Math.ceil(config.bootTimeoutSeconds)}`, ...config.kernelArgs].join(" "),
       cpus: config.cpus,
       memoryMiB: config.memoryMiB,
       disks: (this.record.image?.layers ?? []).map((path, index) => ({ path, readOnly: true, serial: layerSerial(index) })),

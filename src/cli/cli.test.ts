@@ -1,6 +1,6 @@
 // End-to-end: the compiled single binary dist/msb, as a user runs it.
 import { afterAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { checkFlags, splitCommand } from "./args";
@@ -81,14 +81,14 @@ describe("msb run", () => {
       const output = join(dir, "out");
       const data = new Uint8Array(100 * 1024 * 1024);
       for (let offset = 0; offset < data.length; offset += 65536) crypto.getRandomValues(data.subarray(offset, offset + 65536));
-      Bun.write(input, data);
+      writeFileSync(input, data);
       const run = Bun.spawnSync(["sh", "-c", `"$0" run -q -- cat < "$1" > "$2"`, binary, input, output], {
         env: { ...process.env, MSB_HOME: home },
         stderr: "pipe",
       });
       expect(run.stderr.toString()).toBe("");
       expect(run.exitCode).toBe(0);
-      const hash = (path: string) => new Bun.CryptoHasher("sha256").update(require("node:fs").readFileSync(path)).digest("hex");
+      const hash = (path: string) => new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
       expect(Bun.file(output).size).toBe(data.length);
       expect(hash(output)).toBe(hash(input));
     } finally {

@@ -59,7 +59,12 @@ fn run_as_pid1() -> ! {
     let sigchld = sys::sigchld_pipe().unwrap_or_else(|e| pid1::power_off(&format!("cannot watch children: {e}"), None, &[]));
     let (port, path) = pid1::open_agent_port(PORT_WAIT).unwrap_or_else(|e| pid1::power_off(&e, None, &[]));
     pid1::log(&format!("agent port is {path}; sending HELLO"));
-    let cfg = Config { pid1: true, root_override: None };
+    // The kernel hands unrecognised `name=value` command-line words to init as environment.
+    let init_deadline = std::env::var("msb_init_timeout")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|secs| std::time::Instant::now() + std::time::Duration::from_secs(secs));
+    let cfg = Config { pid1: true, root_override: None, init_deadline };
     Server::new(cfg, Conn::port(port), sigchld).run()
 }
 
@@ -105,5 +110,5 @@ fn host_mode(args: &[String]) -> Result<std::convert::Infallible, String> {
     sys::become_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))?;
     let sigchld = sys::sigchld_pipe().map_err(|e| format!("cannot watch children: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("cannot chdir to /: {e}"))?;
-    Server::new(Config { pid1: false, root_override: root }, conn, sigchld).run()
+    Server::new(Config { pid1: false, root_override: root, init_deadline: None }, conn, sigchld).run()
 }

@@ -49,6 +49,9 @@ pub struct Config {
     pub pid1: bool,
     /// Host test mode's sandbox root ("/" = no chroot), used instead of INIT's root.path.
     pub root_override: Option<String>,
+    /// Power off if no INIT has come by then: a host that died before the handshake (its VM
+    /// left running) must not leave the VM waiting forever.
+    pub init_deadline: Option<Instant>,
 }
 
 /// The byte stream to the host.
@@ -342,6 +345,10 @@ impl Server {
                 let left = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
                 // While stopping, re-check for stragglers often (new orphans to kill).
                 timeout = Some(timeout.map_or(left, |t| t.min(left)).min(Duration::from_millis(50)));
+            }
+            if let (Phase::AwaitInit, Some(deadline)) = (&self.phase, self.cfg.init_deadline) {
+                let left = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
             if matches!(self.conn.as_ref(), Some(c) if !c.connected) {
                 timeout = Some(timeout.map_or(Duration::from_millis(50), |t| t.min(Duration::from_millis(50))));
@@ -890,6 +897,12 @@ impl Server {
 
     /// Time-driven work: the EXIT grace, draining, and sending EXIT for finished streams.
     fn tick(&mut self, now: Instant) {
+        if let (Phase::AwaitInit, Some(deadline)) = (&self.phase, self.cfg.init_deadline) {
+            if now >= deadline {
+                log("no INIT from the host in time; powering off");
+                self.stop(StopReason::HostGone);
+            }
+        }
         let mut done = Vec::new();
         let ids: Vec<u32> = self.streams.keys().copied().collect();
         for id in ids {
