@@ -5,6 +5,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { buildInitramfsGz, loadBusybox } from "../initramfs/build";
+import { tcgClockArgs } from "../../src/vm/qemu";
+
+export { tcgClockArgs };
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 /** Where guest/kernel/build.sh puts the kernel (and `<kernel>.config`) by default. */
@@ -24,33 +27,6 @@ export const MACHINE = "microvm,acpi=off,x-option-roms=off,rtc=on,isa-serial=on"
  * fault anyway. QEMU with -no-reboot exits on either.
  */
 export const BASE_CMDLINE = ["console=ttyS0", "reboot=t", "panic=-1", "rdinit=/init"];
-
-/**
- * Under TCG the guest TSC ticks at the host TSC's rate, but the kernel cannot measure it (no
- * kvm-clock, and microvm has no port 0x61 for PIT calibration), so it falls back to jiffies as its
- * clock and loses high-resolution timers. Telling it the rate, and that the TSC is reliable (the
- * jiffies watchdog lags under emulation), gives it the TSC clocksource and a calibrated local APIC
- * timer. Empty when the host rate is unknown. Under KVM kvm-clock provides all of this.
- */
-export function tcgClockArgs(): string[] {
-  const khz = hostTscKhz();
-  return khz ? [`tsc_early_khz=${khz}`, "tsc=reliable"] : [];
-}
-
-/** The host TSC rate in kHz: from the kernel log if readable, else cpuinfo on constant-TSC CPUs. */
-export function hostTscKhz(): number | undefined {
-  const dmesg = Bun.spawnSync(["dmesg"], { stdout: "pipe", stderr: "ignore" }).stdout?.toString() ?? "";
-  const logged = /tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/.exec(dmesg) ?? /tsc: Detected ([\d.]+) MHz/.exec(dmesg);
-  if (logged) return Math.round(Number(logged[1]) * 1000);
-  try {
-    const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo);
-    if (mhz && /^flags\s*:.*\bconstant_tsc\b/m.test(cpuinfo)) return Math.round(Number(mhz[1]) * 1000);
-  } catch {
-    // not Linux, or no /proc: leave the kernel to its fallback
-  }
-  return undefined;
-}
 
 /** The first line /init prints; boot time is measured up to it. */
 export const INIT_MARKER = "MSB-INIT-START";

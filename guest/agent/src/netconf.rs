@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::raw::{c_int, c_short, c_ulong, c_ushort, c_void};
 
+use crate::sys;
+
 const AF_INET: c_int = 2;
 const AF_INET6: c_int = 10;
 const SOCK_DGRAM: c_int = 2;
@@ -28,7 +30,6 @@ const IFNAMSIZ: usize = 16;
 
 extern "C" {
     fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
-    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
 }
 
 /// INIT's `net`, validated.
@@ -128,11 +129,7 @@ fn open_socket(domain: c_int) -> io::Result<OwnedFd> {
 }
 
 fn do_ioctl<T>(sock: &OwnedFd, request: c_ulong, arg: &mut T, what: &str) -> Result<(), String> {
-    let rc = unsafe { ioctl(sock.as_raw_fd(), request, arg as *mut T) };
-    if rc < 0 {
-        return Err(format!("{what}: {}", io::Error::last_os_error()));
-    }
-    Ok(())
+    sys::ioctl_struct(sock.as_raw_fd(), request, arg).map_err(|e| format!("{what}: {e}"))
 }
 
 fn set_up(sock: &OwnedFd, name: &str) -> Result<(), String> {

@@ -245,6 +245,14 @@ pub fn set_window_size(master: &OwnedFd, rows: u16, cols: u16) -> io::Result<()>
     Ok(())
 }
 
+/// An ioctl whose argument is a struct the caller owns (interface and route requests).
+pub fn ioctl_struct<T>(fd: RawFd, request: c_ulong, arg: &mut T) -> io::Result<()> {
+    if unsafe { ioctl(fd, request, arg as *mut T) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain fcntl on a descriptor we hold.
     let flags = check(unsafe { fcntl(fd, F_GETFL) })?;
