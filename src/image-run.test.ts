@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sandbox } from "./sandbox";
 import { ImageStore } from "./image/store";
-import { busyboxEntries, have, skopeoPush, startRegistry, writeOciLayout, type TestRegistry } from "./image/harness";
+import { busyboxEntries, have, SIX_LAYERS, skopeoPush, startRegistry, writeOciLayout, type TestRegistry } from "./image/harness";
+import { MAX_IMAGE_LAYERS } from "./supervisor";
 import { fixtureDir } from "../bench/image-fixture-debian";
 import { eventually, leftoverSandboxes, processesOf, removeHome, repoRoot, useTempHome } from "./testing";
 
@@ -14,6 +15,7 @@ const home = useTempHome();
 let registry: TestRegistry;
 let layout: string;
 let image: string;
+let manyLayers: string;
 
 const missingTools = ["docker-registry", "skopeo"].filter((tool) => !have(tool));
 
@@ -57,6 +59,14 @@ beforeAll(async () => {
   );
   await skopeoPush(layout, "latest", registry, "test/busybox", { creds: false });
   image = `${registry.host}/test/busybox:latest`;
+  // Seven layers: more than a VM has disk slots, so the image runs flattened into one.
+  const many = writeOciLayout(
+    join(layout, "many"),
+    [{ compression: "gzip", entries: busyboxEntries() }, ...SIX_LAYERS.map((entries) => ({ compression: "zstd" as const, entries }))],
+    { Env: ["PATH=/bin"] },
+  );
+  await skopeoPush(many.dir, "latest", registry, "test/many", { creds: false });
+  manyLayers = `${registry.host}/test/many:latest`;
 });
 
 afterAll(async () => {
@@ -72,6 +82,21 @@ describe("a sandbox from an image", () => {
     const result = await sandbox.shell("cat /data/keep.txt; ls /data; ls /opaque");
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("kept\nkeep.txt\nnew.txt\n");
+  });
+
+  test(`an image with more than ${MAX_IMAGE_LAYERS} layers runs flattened, whiteouts and opaque dirs across layers honoured`, async () => {
+    await using sandbox = await Sandbox.create({ image: manyLayers, backend: "qemu" });
+    expect(sandbox.image?.layers).toHaveLength(1);
+    const result = await sandbox.shell(
+      "cat /a/gone; echo; ls /b; cat /c; echo; ls /d | wc -l; ls /d/f7-nnnnnnnnnnnnnnnnnnnn; ls /hard1; cat /hard2; echo; cat /top; echo; readlink /link; ls /e",
+    );
+    expect(result.stdout).toBe("reborn in layer 3\nnew\nc is a file now\n300\nlinked\ntop layer\nb/new\ninner\n");
+    expect(result.stderr).toContain("/d/f7-");
+    expect(result.stderr).toContain("/hard1");
+    // Writes go to the private upper layer, never into the cached flat image.
+    const before = hashTree(sandbox.image!.layers);
+    expect((await sandbox.shell("echo changed > /top; rm /a/keep; cat /top")).stdout).toBe("changed\n");
+    expect(hashTree(sandbox.image!.layers)).toEqual(before);
   });
 
   test("Entrypoint, Cmd, Env and WorkingDir are honoured", async () => {

@@ -261,3 +261,70 @@ export function busyboxEntries(): TarWriteEntry[] {
     entries.push({ path: `bin/${app}`, type: "symlink", linkname: "busybox" });
   return entries;
 }
+
+function rand(len: number, seed: number): Uint8Array {
+  const b = new Uint8Array(len);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < len; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; b[i] = x & 0xff; }
+  return b;
+}
+
+const capability = new Uint8Array([0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+const big = rand(5 * 1024 * 1024 + 123, 7);
+const many = Array.from({ length: 300 }, (_, i) => ({ path: `d/f${i}-${"n".repeat(20)}`, data: `file ${i}` }));
+
+/**
+ * Six layers exercising every merge rule across layers (whiteouts, opaque dirs, a deleted dir
+ * that comes back as a file, hardlinks, a large file), lowest first. For flattening tests.
+ */
+export const SIX_LAYERS: TarWriteEntry[][] = [
+  [
+    { path: "a/", type: "dir" },
+    { path: "a/keep", data: "kept from layer 1" },
+    { path: "a/gone", data: "deleted by layer 2" },
+    { path: "b/", type: "dir" },
+    { path: "b/old1", data: "hidden by the opaque b/ of layer 2" },
+    { path: "b/sub/old2", data: "also hidden" },
+    { path: "c/x", data: "c/ is deleted in layer 3" },
+    { path: "hard1", data: "linked", mode: 0o640, uid: 7, gid: 8 },
+    { path: "hard2", type: "hardlink", linkname: "hard1" },
+    { path: "big.bin", data: big },
+    { path: "link", type: "symlink", linkname: "a/keep" },
+    { path: "dev/null", type: "char", devmajor: 1, devminor: 3, mode: 0o666 },
+    { path: "dev/fifo", type: "fifo", mode: 0o600 },
+    { path: "cap", data: "capable", mode: 0o755, xattrs: { "security.capability": capability } },
+    { path: "private/", type: "dir", mode: 0o700, uid: 12, gid: 34 },
+    { path: "private/secret", data: "s" },
+  ],
+  [
+    { path: "a/.wh.gone", data: "" },
+    { path: "b/", type: "dir" },
+    { path: "b/.wh..wh..opq", data: "" },
+    { path: "b/new", data: "b/new from layer 2" },
+    { path: "c/y", data: "also deleted in layer 3" },
+    ...many,
+  ],
+  [
+    { path: "a/gone", data: "reborn in layer 3" },
+    { path: ".wh.c", data: "" },
+    { path: "big.bin", data: big.subarray(0, 4096 * 3 + 5) },
+  ],
+  [
+    { path: "c", data: "c is a file now" },
+    { path: "e/", type: "dir" },
+    { path: "e/.wh..wh..opq", data: "" },
+    { path: "e/inner", data: "opaque over nothing" },
+  ],
+  [
+    { path: "d/.wh.f7-" + "n".repeat(20), data: "" },
+    { path: "d/added", data: "added in layer 5" },
+    { path: "link", type: "symlink", linkname: "b/new" },
+  ],
+  [
+    { path: ".wh.hard1", data: "" },
+    { path: "a/", type: "dir", mode: 0o750 },
+    { path: "dev/.wh.fifo", data: "" },
+    { path: "top", data: "top layer" },
+  ],
+];
+

@@ -9,7 +9,8 @@ import { ImageStore, type GuestRoot, type ImageSummary, type RemoveOptions, type
 
 export { ImageError, type ImageErrorCode } from "./errors.ts";
 export { parseReference, formatReference, displayReference, type ImageRef } from "./reference.ts";
-export { pullImage, ensureImage, PULL_POLICIES, type PullPolicy, type PullEvent, type PullOptions } from "./pull.ts";
+export { pullImage, ensureImage, PULL_POLICIES, type PullPolicy, type PullEvent, type PullOptions, type EnsureOptions } from "./pull.ts";
+export { flattenImage, type FlattenStats } from "./flatten.ts";
 export { importImage, importRootfs, type ImportOptions, type ImportResult } from "./import.ts";
 export { ImageStore, runtimeConfig, type GuestRoot, type ImageRecord, type ImageSummary, type RemoveOptions, type RuntimeConfig } from "./store.ts";
 export { progressBars } from "./progress.ts";

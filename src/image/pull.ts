@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { findCredentials, type Credentials } from "./auth.ts";
 import { ImageError, withContext } from "./errors.ts";
 import { sha256Stream, type Sha256Stream } from "./hasher.ts";
+import { flattenImage, type FlattenStats } from "./flatten.ts";
 import { tarToErofs } from "./layer.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 import {
@@ -80,11 +81,24 @@ export async function pullImage(input: string, opts: PullOptions = {}): Promise<
   }
 }
 
+export interface EnsureOptions extends PullOptions {
+  /**
+   * Most layer disks the VM can take. An image with more has its layers merged into one EROFS
+   * (made on first use, then cached by image id; see flatten.ts), so `layers` has one entry.
+   */
+  maxLayers?: number;
+  /** Called when a flattened image had to be made (not when it was cached). */
+  onFlatten?: (s: FlattenStats) => void;
+}
+
 /** Pull-policy aware lookup of what the guest needs to boot an image. */
-export async function ensureImage(input: string, opts: PullOptions = {}): Promise<GuestRoot> {
+export async function ensureImage(input: string, opts: EnsureOptions = {}): Promise<GuestRoot> {
   const store = opts.store ?? new ImageStore();
   const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing" });
-  return store.guestRoot(rec.id);
+  const root = store.guestRoot(rec.id);
+  if (opts.maxLayers !== undefined && root.layers.length > Math.max(1, opts.maxLayers))
+    return { ...root, layers: [await flattenImage(store, rec.id, opts.onFlatten)] };
+  return root;
 }
 
 async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, store: ImageStore, opts: PullOptions): Promise<ImageRecord> {

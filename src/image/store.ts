@@ -6,6 +6,9 @@
 //   images/layers/<hex>.erofs       EROFS of the layer whose diff_id is sha256:<hex> (mode 0444)
 //   images/records/<hex>.json       ImageRecord for manifest digest sha256:<hex>
 //   images/refs/<encoded ref>       the manifest digest a reference points at
+//   images/flat/<hex>.erofs         all layers of image sha256:<hex> merged into one (made on first
+//                                   use when an image has more layers than a VM has disks; flatten.ts)
+//   images/flat/<hex>.json          what it was made from (diff_ids, formats) and its checksum
 //   images/tmp/                     work in progress (pull staging dirs, kept for resuming)
 
 import {
@@ -94,6 +97,7 @@ export class ImageStore {
   readonly recordsDir: string;
   readonly refsDir: string;
   readonly tmpDir: string;
+  readonly flatDir: string;
 
   constructor(home = msbHome()) {
     this.root = join(home, "images");
@@ -101,7 +105,20 @@ export class ImageStore {
     this.recordsDir = join(this.root, "records");
     this.refsDir = join(this.root, "refs");
     this.tmpDir = join(this.root, "tmp");
-    for (const d of [this.layersDir, this.recordsDir, this.refsDir, this.tmpDir]) mkdirSync(d, { recursive: true });
+    this.flatDir = join(this.root, "flat");
+    for (const d of [this.layersDir, this.recordsDir, this.refsDir, this.tmpDir, this.flatDir]) mkdirSync(d, { recursive: true });
+  }
+
+  /** Where the flattened form of image `id` lives (see flatten.ts). */
+  flatPaths(id: string): { path: string; meta: string } {
+    const hex = hexOf(id);
+    return { path: join(this.flatDir, `${hex}.erofs`), meta: join(this.flatDir, `${hex}.json`) };
+  }
+
+  private flatSize(id: string): number {
+    const { path, meta } = this.flatPaths(id);
+    if (!existsSync(meta) || !existsSync(path)) return 0;
+    return statSync(path).size;
   }
 
   layerPath(diffId: string): string {
@@ -228,7 +245,7 @@ export class ImageStore {
         id: rec.id,
         references: (refs.get(rec.id) ?? []).sort(),
         layers: rec.layers.length,
-        size: rec.layers.reduce((s, l) => s + l.erofsSize, 0),
+        size: rec.layers.reduce((s, l) => s + l.erofsSize, 0) + this.flatSize(rec.id),
         createdAt: rec.createdAt,
       });
     }
@@ -254,6 +271,13 @@ export class ImageStore {
       const got = fileChecksum(p);
       if (got !== l.erofsChecksum)
         throw new ImageError("DIGEST_MISMATCH", `image ${input}: cached layer ${p} has changed (checksum ${got}, recorded ${l.erofsChecksum}); remove it with msb rmi and pull again`);
+    }
+    const { path, meta } = this.flatPaths(rec.id);
+    if (existsSync(meta) && existsSync(path)) {
+      const want = JSON.parse(readFileSync(meta, "utf8")).erofsChecksum;
+      const got = fileChecksum(path);
+      if (got !== want)
+        throw new ImageError("DIGEST_MISMATCH", `image ${input}: its flattened layers ${path} have changed (checksum ${got}, recorded ${want}); remove it with msb rmi and pull again`);
     }
   }
 
@@ -322,6 +346,11 @@ export class ImageStore {
       for (const l of rec.layers) used.add(`${hexOf(l.diffId)}.erofs`);
     }
     const removed: string[] = [];
+    // Flattened images go with their record.
+    for (const f of readdirSync(this.flatDir)) {
+      const hex = f.replace(/\.(erofs|json)$/, "");
+      if (!existsSync(join(this.recordsDir, `${hex}.json`))) rmSync(join(this.flatDir, f), { force: true });
+    }
     for (const f of readdirSync(this.layersDir)) {
       if (!used.has(f)) {
         rmSync(join(this.layersDir, f), { force: true });
