@@ -69,9 +69,9 @@ for (let i = 0; i < runs; i++) {
   await iterator.next();
   firstByte.push(performance.now() - started);
   create.push(created - started);
-  boot.push(sandbox.timings.bootMs);
-  init.push(sandbox.timings.initMs);
-  guestUptime.push(sandbox.timings.guestUptimeMs);
+  boot.push(sandbox.timings!.bootMs);
+  init.push(sandbox.timings!.initMs);
+  guestUptime.push(sandbox.timings!.guestUptimeMs);
   await proc.wait();
   await sandbox.stop();
 }

@@ -32,6 +32,22 @@ export const sandboxOptionsSchema = z
     ports: z.array(z.string()).default([]),
     /** Keep running after the creating process exits. */
     detached: z.boolean().default(false),
+    /** The guest's host name (default: the sandbox's name). */
+    hostname: z
+      .string()
+      .regex(/^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, "must be a valid host name (letters, digits, '-', dot-separated labels)")
+      .max(253)
+      .optional(),
+    /** Free-form labels for finding sandboxes (`msb ls --label K=V`). */
+    labels: z.record(z.string().regex(/^[^=\0]+$/, "label names cannot contain '=' or NUL"), z.string()).default({}),
+    /** Who commands run as unless an exec says otherwise: a user name from the image, or UID[:GID]. */
+    user: z.string().min(1).optional(),
+    /** Stop the sandbox this many seconds after it started, whatever it is doing. */
+    maxDurationSeconds: z.number().positive().optional(),
+    /** Stop the sandbox after this many seconds with no client connected and no command running. */
+    idleTimeoutSeconds: z.number().positive().optional(),
+    /** Size of a named sandbox's writable layer (a sparse disk; only what is written takes space). */
+    diskSizeMiB: z.number().int().min(64).max(16 * 1024 * 1024).default(10240),
     /** Seconds to wait for the guest agent before giving up on a boot. */
     bootTimeoutSeconds: z.number().positive().max(3600).default(60),
     /** Advanced: extra kernel command-line arguments (debugging a guest). */

@@ -1,15 +1,16 @@
-// The SDK's sandbox: creates a sandbox by starting its supervisor, runs commands in it, stops it.
+// The SDK's sandbox: creates a sandbox (or finds one by name), runs commands in it, stops it.
 // The CLI is a thin layer over this class.
 
-import { existsSync, openSync, closeSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { AgentClient, type ExecProcess, type ExitStatus } from "./agent/client";
 import { parseSandboxOptions, type SandboxConfig, type SandboxOptions } from "./config";
 import { MsbError } from "./errors";
-import { isCompiled, sandboxDir } from "./paths";
-import { retainLog, writeSandboxRecord, type SandboxImage } from "./state";
+import { sandboxDir } from "./paths";
+import { findSandbox, getSandboxRecord, insertSandbox, listSandboxRecords, type SandboxImage, type SandboxRecord } from "./state";
 import { ensureImage, type PullEvent } from "./image";
-import { MAX_IMAGE_LAYERS, type BootTimings, type ReadyMessage } from "./supervisor";
+import { MAX_IMAGE_LAYERS, type BootTimings } from "./supervisor";
+import { isLive, killSandbox, removeSandbox, startSandbox, stopSandbox, waitUntilStopped } from "./lifecycle";
 
 export interface ExecOptions {
   env?: Record<string, string>;
@@ -37,29 +38,68 @@ export interface ExecResult extends ExitStatus {
 export interface CreateHooks {
   /** Progress of pulling the image (per layer), e.g. `progressBars()` from the image module. */
   onPullProgress?: (event: PullEvent) => void;
+  /** Remove a sandbox of the same name first (stopping it if it runs). */
+  replace?: boolean;
+}
+
+/** What `Sandbox.list()` reports about each recorded sandbox. */
+export type SandboxInfo = Pick<
+  SandboxRecord,
+  "name" | "status" | "ephemeral" | "createdAt" | "startedAt" | "stoppedAt" | "exitReason" | "supervisorPid" | "vmPid"
+> & { image?: string; imageId?: string; labels: Record<string, string>; config: SandboxConfig };
+
+export function sandboxInfo(record: SandboxRecord): SandboxInfo {
+  return {
+    name: record.name,
+    status: record.status,
+    ephemeral: record.ephemeral,
+    image: record.image?.reference,
+    imageId: record.image?.id,
+    labels: record.config.labels ?? {},
+    createdAt: record.createdAt,
+    startedAt: record.startedAt,
+    stoppedAt: record.stoppedAt,
+    exitReason: record.exitReason,
+    supervisorPid: record.supervisorPid,
+    vmPid: record.vmPid,
+    config: record.config,
+  };
 }
 
 /** Makes sure the image is in the store (pulling per the pull policy) and describes its root. */
 async function resolveImage(config: SandboxConfig, hooks: CreateHooks): Promise<SandboxImage> {
   const reference = config.image!;
-  const root = await ensureImage(reference, { policy: config.pull, insecure: config.insecure, onProgress: hooks.onPullProgress });
-  if (root.layers.length > MAX_IMAGE_LAYERS) {
-    throw new MsbError(
-      "too_many_layers",
-      `image ${reference} has ${root.layers.length} layers; this version attaches at most ${MAX_IMAGE_LAYERS} (one disk each)`,
-    );
-  }
+  // More layers than the VM has disks for: ensureImage merges them into one (cached) EROFS.
+  const root = await ensureImage(reference, {
+    policy: config.pull,
+    insecure: config.insecure,
+    onProgress: hooks.onPullProgress,
+    maxLayers: MAX_IMAGE_LAYERS,
+  });
   return { reference, id: root.id, layers: root.layers, config: root.config };
-}
-
-/** The command line that starts a supervisor: this binary, or bun running this checkout. */
-function supervisorCommand(name: string): string[] {
-  if (isCompiled()) return [process.execPath, "__supervise", name];
-  return [process.execPath, join(import.meta.dir, "main.ts"), "__supervise", name];
 }
 
 function randomName(): string {
   return `msb-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Records a sandbox without starting it (`msb create`): the image is pulled and resolved now, so a
+ * later start needs no registry.
+ */
+export async function defineSandbox(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<SandboxRecord> {
+  const config = parseSandboxOptions(options);
+  const image = config.image ? await resolveImage(config, hooks) : undefined;
+  const ephemeral = config.name === undefined;
+  const name = config.name ?? randomName();
+  if (hooks.replace && findSandbox(name)) await removeSandbox(name, true);
+  const dir = sandboxDir(name);
+  const record = insertSandbox({ name, config, image, ephemeral });
+  // A directory without a row is what a crash between the two leaves; it is ours now.
+  if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return record;
 }
 
 /**
@@ -70,7 +110,7 @@ function randomName(): string {
  * const { stdout, exitCode } = await sandbox.exec("echo", ["hello"]);
  */
 export class Sandbox {
-  private stopped = false;
+  private closed = false;
 
   private constructor(
     readonly name: string,
@@ -78,55 +118,66 @@ export class Sandbox {
     /** The image the root is made of; undefined for the built-in root. */
     readonly image: SandboxImage | undefined,
     private readonly client: AgentClient,
-    /** Which backend runs it, and why (one line). */
+    /** Which backend runs it, and why (one line); empty for a sandbox found with get(). */
     readonly notice: string,
-    readonly timings: BootTimings,
+    /** Boot timings; undefined for a sandbox found with get(). */
+    readonly timings: BootTimings | undefined,
+    /** Whether disposing of this object stops the sandbox (it was created attached here). */
+    private readonly owned: boolean,
   ) {}
 
+  /**
+   * Creates and starts a sandbox. It stops when this process exits unless `detached`; unnamed
+   * sandboxes are removed entirely when they stop.
+   */
   static async create(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<Sandbox> {
-    const config = parseSandboxOptions(options);
-    const image = config.image ? await resolveImage(config, hooks) : undefined;
-    const ephemeral = config.name === undefined;
-    const name = config.name ?? randomName();
-    const dir = sandboxDir(name);
-    if (existsSync(join(dir, "sandbox.json"))) {
-      throw new MsbError("already_exists", `a sandbox named ${name} already exists (${dir}); pick another name or remove it`);
-    }
-    writeSandboxRecord({ name, config, image, ephemeral, createdAt: new Date().toISOString() });
+    const record = await defineSandbox(options, hooks);
+    return Sandbox.start(record.name, { attached: !record.config.detached });
+  }
 
-    const logFd = openSync(join(dir, "supervisor.log"), "a", 0o600);
-    let supervisor;
-    try {
-      supervisor = Bun.spawn(supervisorCommand(name), {
-        // An attached sandbox's supervisor watches this pipe: when we exit, it closes, and the
-        // sandbox stops. A detached one gets nothing to watch.
-        stdin: config.detached ? "ignore" : "pipe",
-        stdout: "pipe",
-        stderr: logFd,
-        detached: true,
-        env: process.env,
-      });
-    } catch (cause) {
-      rmSync(dir, { recursive: true, force: true });
-      throw new MsbError("spawn_failed", `could not start the supervisor of sandbox ${name}: ${(cause as Error).message}`, { cause });
-    } finally {
-      closeSync(logFd);
-    }
+  /**
+   * Starts a recorded (created or stopped) sandbox. `attached` (default: as it was created):
+   * it stops when this process exits.
+   */
+  static async start(name: string, options: { attached?: boolean } = {}): Promise<Sandbox> {
+    const record = getSandboxRecord(name);
+    const attached = options.attached ?? !record.config.detached;
+    const { ready } = await startSandbox(name, attached);
+    const client = await AgentClient.connect(join(sandboxDir(name), "agent.sock"), `sandbox ${name}`);
+    return new Sandbox(name, record.config, record.image, client, ready.notice, ready.timings, attached);
+  }
 
-    const ready = await readReadyLine(supervisor.stdout, name);
-    supervisor.unref();
-    if (!ready.ready) {
-      await supervisor.exited;
-      if (ready.code === "supervisor_died") {
-        // It could not clean up after itself: keep its log where errors point, drop the rest.
-        const log = retainLog(join(dir, "supervisor.log"), `${name}-${Date.now()}.supervisor.log`);
-        if (ephemeral) rmSync(dir, { recursive: true, force: true });
-        throw new MsbError(ready.code, `${ready.message}${log ? `; its log: ${log}` : ""}`);
+  /** Connects to a running sandbox by name, from any process. Disposing of it only disconnects. */
+  static async get(name: string): Promise<Sandbox> {
+    let record = getSandboxRecord(name);
+    if (record.status === "starting") {
+      const deadline = Date.now() + record.config.bootTimeoutSeconds * 1000;
+      while (record.status === "starting" && Date.now() < deadline) {
+        await Bun.sleep(100);
+        record = getSandboxRecord(name);
       }
-      throw new MsbError(ready.code, ready.message);
     }
-    const client = await AgentClient.connect(join(dir, "agent.sock"), `sandbox ${name}`);
-    return new Sandbox(name, config, image, client, ready.notice, ready.timings);
+    if (record.status !== "running") {
+      const why = record.exitReason ? ` (${record.exitReason})` : "";
+      throw new MsbError("not_running", `sandbox ${name} is ${record.status}${why}; start it with \`msb start ${name}\``);
+    }
+    const client = await AgentClient.connect(join(sandboxDir(name), "agent.sock"), `sandbox ${name}`);
+    return new Sandbox(name, record.config, record.image, client, "", undefined, false);
+  }
+
+  /** Every recorded sandbox, with its status checked against its processes. */
+  static async list(): Promise<SandboxInfo[]> {
+    return listSandboxRecords().map(sandboxInfo);
+  }
+
+  /** Removes a sandbox and everything it owned; a running one only with `force`. */
+  static async remove(name: string, options: { force?: boolean } = {}): Promise<void> {
+    await removeSandbox(name, options.force ?? false);
+  }
+
+  /** The sandbox's current record (status, times, exit reason). */
+  info(): SandboxInfo {
+    return sandboxInfo(getSandboxRecord(this.name));
   }
 
   /** Starts a command and returns it while it runs (streaming output, stdin, signals). */
@@ -165,15 +216,42 @@ export class Sandbox {
     return this.exec("/bin/sh", ["-c", script], options);
   }
 
-  /** Stops the sandbox: the guest syncs and powers off. Resolves when it has stopped. */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    await this.client.shutdown();
+  /**
+   * Stops the sandbox: the guest syncs and powers off; after `timeoutMs` it is killed. Resolves
+   * when it has stopped. An unnamed sandbox is then removed.
+   */
+  async stop(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.close();
+    await stopSandbox(this.name, options.timeoutMs).catch((error: MsbError) => {
+      // An unnamed sandbox removes itself when it stops; that is success.
+      if (error.code !== "not_found") throw error;
+    });
   }
 
+  /** Kills the VM at once, without letting the guest sync. */
+  async kill(): Promise<void> {
+    this.close();
+    await killSandbox(this.name).catch((error: MsbError) => {
+      if (error.code !== "not_found") throw error;
+    });
+  }
+
+  /** Resolves when the sandbox has stopped, whoever stopped it. */
+  async waitUntilStopped(): Promise<void> {
+    await waitUntilStopped(this.name);
+  }
+
+  /** Disconnects this object from the sandbox, leaving it running. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+
+  /** Stops a sandbox this object created attached; otherwise only disconnects. */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    if (this.owned) await this.stop();
+    else this.close();
   }
 }
 
@@ -191,27 +269,4 @@ async function collect(stream: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
     offset += chunk.length;
   }
   return out;
-}
-
-async function readReadyLine(stdout: ReadableStream<Uint8Array>, name: string): Promise<ReadyMessage> {
-  const reader = stdout.getReader();
-  let text = "";
-  const decoder = new TextDecoder();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (value) text += decoder.decode(value, { stream: true });
-      const newline = text.indexOf("\n");
-      if (newline >= 0) return JSON.parse(text.slice(0, newline)) as ReadyMessage;
-      if (done) break;
-    }
-  } finally {
-    reader.releaseLock();
-    stdout.cancel().catch(() => {});
-  }
-  return {
-    ready: false,
-    code: "supervisor_died",
-    message: `the supervisor of sandbox ${name} exited without reporting${text ? `: ${text.trim()}` : ""}`,
-  };
 }

@@ -3,7 +3,7 @@
 // when the VM ends, whichever way it ends.
 
 import type { Socket, UnixSocketListener } from "bun";
-import { appendFileSync, readFileSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { FrameConnection, frameSocketHandlers } from "./agent/connection";
 import {
@@ -19,7 +19,18 @@ import { guestAssets } from "./assets";
 import type { VmBackend, VmExit, VmHandle } from "./vm/backend";
 import { selectBackend } from "./vm/select";
 import { sandboxDir } from "./paths";
-import { readSandboxRecord, retainLog, type SandboxRecord } from "./state";
+import {
+  deleteSandboxRecord,
+  getSandboxRecord,
+  markEnded,
+  markRunning,
+  markStopping,
+  recordSupervisor,
+  retainLog,
+  type SandboxRecord,
+} from "./state";
+import { ExecLog } from "./exec-log";
+import { KILL_SIGNAL } from "./lifecycle";
 import { MsbError } from "./errors";
 import { NetStack, type Closable, type EgressPolicy } from "../netstack";
 
@@ -40,6 +51,9 @@ export const KERNEL_CMDLINE = [
  * console, rng and network take three and one stays free for a writable disk.
  */
 export const MAX_IMAGE_LAYERS = 4;
+
+/** The serial of a named sandbox's writable-layer disk. */
+export const UPPER_SERIAL = "msb-upper";
 
 /** The serial a layer disk carries, so the agent finds it whatever order the disks probe in. */
 export function layerSerial(index: number): string {
@@ -89,11 +103,50 @@ export class Supervisor {
   private handshake!: { resolve: (t: BootTimings) => void; reject: (e: Error) => void };
   private startedAt = 0;
   private helloAt = 0;
+  /** Why the sandbox is stopping, once something asked it to. */
+  private stopReason: string | undefined;
+  private controlListener: UnixSocketListener<undefined> | undefined;
+  private readonly execLog: ExecLog;
+  /** When the sandbox last had no client and no command; undefined while it is in use. */
+  private idleSince: number | undefined = Date.now();
 
   constructor(private readonly record: SandboxRecord) {
     this.dir = sandboxDir(record.name);
     this.consoleLog = join(this.dir, "console.log");
     this.logFile = join(this.dir, "supervisor.log");
+    this.execLog = new ExecLog(join(this.dir, "exec.log"));
+  }
+
+  /**
+   * The writable layer's disk of a named sandbox on an image: a sparse ext4 file in its directory,
+   * made on first start, so what the sandbox writes survives stop/start. Ephemeral sandboxes
+   * write to tmpfs instead.
+   */
+  private upperDisk(): string | undefined {
+    if (this.record.ephemeral || !this.record.image) return undefined;
+    const path = join(this.dir, "upper.ext4");
+    if (existsSync(path)) return path;
+    const temp = `${path}.tmp`;
+    const mkfs = Bun.spawnSync(
+      [
+        "mkfs.ext4", "-q", "-F",
+        // A small journal: crash consistency for kill -9 without 64 MiB of it per sandbox.
+        "-J", "size=16",
+        "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+        "-L", "msb-upper", temp, `${this.record.config.diskSizeMiB}M`,
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    if (!mkfs.success) {
+      rmIfExists(temp);
+      const why = mkfs.exitCode === null ? "mkfs.ext4 could not run" : mkfs.stderr.toString().trim();
+      throw new MsbError(
+        "writable_layer",
+        `sandbox ${this.record.name}: cannot make its writable layer ${path}: ${why || "mkfs.ext4 failed"} (mkfs.ext4 comes with e2fsprogs; \`msb doctor\` checks for it)`,
+      );
+    }
+    renameSync(temp, path);
+    return path;
   }
 
   log(message: string): void {
@@ -121,6 +174,7 @@ export class Supervisor {
       socket: frameSocketHandlers((socket) => this.acceptClient(socket)),
     });
 
+    const upperDisk = this.upperDisk();
     const netSocket = await this.startNetwork();
     this.log(`starting VM: ${backend.describe()}`);
     this.startedAt = performance.now();
@@ -132,7 +186,10 @@ export class Supervisor {
       cmdline: [...KERNEL_CMDLINE, `msb_init_timeout=${Math.ceil(config.bootTimeoutSeconds)}`, ...config.kernelArgs].join(" "),
       cpus: config.cpus,
       memoryMiB: config.memoryMiB,
-      disks: (this.record.image?.layers ?? []).map((path, index) => ({ path, readOnly: true, serial: layerSerial(index) })),
+      disks: [
+        ...(this.record.image?.layers ?? []).map((path, index) => ({ path, readOnly: true, serial: layerSerial(index) })),
+        ...(upperDisk ? [{ path: upperDisk, readOnly: false, serial: UPPER_SERIAL }] : []),
+      ],
       agentSocket: vmSocket,
       netSocket,
       consoleLog: this.consoleLog,
@@ -205,6 +262,55 @@ export class Supervisor {
       return;
     }
     this.clients.add(client);
+    this.noteActivity();
+  }
+
+  /** Tracks whether the sandbox is in use, for the idle timeout. */
+  private noteActivity(): void {
+    this.idleSince = this.clients.size === 0 && this.routes.size === 0 ? Date.now() : undefined;
+  }
+
+  /** Stops the sandbox once it has been idle (no client, no command) for `seconds`. */
+  watchIdle(seconds: number): void {
+    const timer = setInterval(() => {
+      if (this.idleSince !== undefined && Date.now() - this.idleSince >= seconds * 1000) {
+        clearInterval(timer);
+        void this.shutdown(`idle for ${seconds} s (--idle-timeout)`);
+      }
+    }, Math.min(1000, seconds * 250));
+    timer.unref();
+  }
+
+  /**
+   * The control socket (control.sock): one JSON request per line from msb itself — today
+   * `{"op":"metrics"}` — answered with one JSON line. Not reachable from the guest.
+   */
+  listenControl(): void {
+    this.controlListener = Bun.listen<undefined>({
+      unix: join(this.dir, "control.sock"),
+      socket: {
+        data: (socket, data) => {
+          const request = data.toString().trim();
+          let reply: unknown;
+          try {
+            const op = (JSON.parse(request) as { op?: unknown }).op;
+            reply = op === "metrics" ? this.metrics() : { error: `unknown op ${JSON.stringify(op)}` };
+          } catch {
+            reply = { error: "requests are one JSON object per line" };
+          }
+          socket.end(`${JSON.stringify(reply)}\n`);
+        },
+      },
+    });
+  }
+
+  /** Counters only the supervisor sees; CPU and memory are read from /proc by the caller. */
+  metrics(): Record<string, unknown> {
+    return {
+      clients: this.clients.size,
+      execsRunning: this.routes.size,
+      network: this.network ? { ...this.network.stats } : null,
+    };
   }
 
   private fromAgent(frame: Frame): void {
@@ -212,9 +318,13 @@ export class Supervisor {
       if (frame.stream === 0) return this.agentControl(frame);
       const route = this.routes.get(frame.stream);
       if (!route) return;
-      if (frame.type === MessageType.EXIT) {
+      if (frame.type === MessageType.STDOUT) this.execLog.output(frame.stream, "stdout", frame.payload);
+      else if (frame.type === MessageType.STDERR) this.execLog.output(frame.stream, "stderr", frame.payload);
+      else if (frame.type === MessageType.EXIT) {
         this.routes.delete(frame.stream);
         route.client?.streams.delete(route.localStream);
+        this.execLog.exit(frame.stream, exitPayload(frame.payload));
+        this.noteActivity();
       }
       if (route.client && !route.client.connection.isClosed) {
         route.client.connection.send(encodeFrame(route.localStream, frame.type, frame.payload));
@@ -249,7 +359,7 @@ export class Supervisor {
         this.agent?.send(
           encodeJsonFrame(0, MessageType.INIT, {
             protocol: PROTOCOL_VERSION,
-            hostname: this.record.name.slice(0, 63),
+            hostname: config.hostname ?? this.record.name.slice(0, 63),
             root: this.guestRoot(),
             env: {
               PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -294,7 +404,8 @@ export class Supervisor {
   private guestRoot(): Record<string, unknown> {
     const image = this.record.image;
     if (!image) return { kind: "initramfs", path: "/rootfs" };
-    return { kind: "overlay", layers: image.layers.map((_, index) => layerSerial(index)), upper: { kind: "tmpfs" } };
+    const upper = this.record.ephemeral ? { kind: "tmpfs" } : { kind: "disk", serial: UPPER_SERIAL };
+    return { kind: "overlay", layers: image.layers.map((_, index) => layerSerial(index)), upper };
   }
 
   private fromClient(client: ClientState, frame: Frame): void {
@@ -318,6 +429,8 @@ export class Supervisor {
       const agentStream = this.allocateAgentStream();
       client.streams.set(frame.stream, agentStream);
       this.routes.set(agentStream, { client, localStream: frame.stream });
+      this.execLog.start(agentStream, execArgv(frame.payload));
+      this.noteActivity();
       this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
       return;
     }
@@ -339,6 +452,7 @@ export class Supervisor {
   private dropClient(client: ClientState): void {
     this.clients.delete(client);
     // A client that goes away takes its commands with it.
+    this.noteActivity();
     for (const agentStream of client.streams.values()) {
       const route = this.routes.get(agentStream);
       if (route) route.client = undefined;
@@ -347,15 +461,27 @@ export class Supervisor {
     client.streams.clear();
   }
 
+  /** Kills the VM at once; the run counts as stopped for `why`. */
+  kill(why: string): void {
+    this.stopping = true;
+    this.stopReason ??= why;
+    this.log(`killing the VM: ${why}`);
+    markStopping(this.record.name);
+    this.vm?.kill();
+  }
+
   /** Asks the guest to power off; kills the VM if it does not within the grace period. */
   async shutdown(why: string): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.stopReason = why;
     this.log(`shutting down: ${why}`);
+    markStopping(this.record.name);
     if (this.agent && !this.agent.isClosed) this.agent.send(encodeFrame(0, MessageType.SHUTDOWN));
     else this.vm?.kill();
     const timer = setTimeout(() => {
       this.log("guest did not power off in time; killing the VM");
+      this.stopReason = `${this.stopReason}; the guest did not power off within ${SHUTDOWN_GRACE_MS / 1000} s and was killed`;
       this.vm?.kill();
     }, SHUTDOWN_GRACE_MS);
     await this.vm?.exited;
@@ -380,11 +506,13 @@ export class Supervisor {
     this.vm?.kill();
     this.vmListener?.stop(true);
     this.clientListener?.stop(true);
+    this.controlListener?.stop(true);
+    void this.execLog.close();
     this.networkLink?.close();
     this.network?.close();
     const retained = keepConsoleLog ? retainLog(this.consoleLog, `${this.record.name}-${Date.now()}.console.log`) : undefined;
     if (this.record.ephemeral) rmSync(this.dir, { recursive: true, force: true });
-    else for (const socket of ["agent.sock", "vm-agent.sock", "net.sock"]) rmIfExists(join(this.dir, socket));
+    else for (const socket of ["agent.sock", "vm-agent.sock", "net.sock", "control.sock"]) rmIfExists(join(this.dir, socket));
     return retained;
   }
 
@@ -406,12 +534,62 @@ export class Supervisor {
     return [cause && !tail.includes(cause) ? `${cause}\n...` : undefined, ...tail].filter(Boolean).join("\n");
   }
 
+  /**
+   * How the run ended, in the state's terms: stopped when it was asked to stop or the guest powered
+   * off by itself; crashed when the kernel panicked or the VM died.
+   */
+  outcome(exit: VmExit): { status: "stopped" | "crashed"; reason: string } {
+    const panic = this.consolePanic();
+    if (panic) return { status: "crashed", reason: `guest kernel panic: ${panic}` };
+    const clean = exit.reason === "reset" || exit.reason === "poweroff";
+    if (clean) return { status: "stopped", reason: this.stopReason ?? "the guest powered off" };
+    const detail = exit.detail ? ` (${exit.detail})` : "";
+    if (this.stopReason && exit.reason === "killed") return { status: "stopped", reason: this.stopReason };
+    return { status: "crashed", reason: `the VM ended unexpectedly: ${exit.reason}${detail}` };
+  }
+
+  /** The kernel's panic line, if the console log has one. */
+  private consolePanic(): string | undefined {
+    try {
+      const text = readFileSync(this.consoleLog, "utf8");
+      const line = text.split("\n").find((l) => l.includes("Kernel panic"));
+      return line?.replace(/^\[\s*[\d.]+\]\s*/, "").trim();
+    } catch {
+      return undefined;
+    }
+  }
+
+  get vmPid(): number | undefined {
+    return this.vm?.pid;
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
   killVm(): void {
     this.vm?.kill();
   }
 
   get vmExited(): Promise<VmExit> | undefined {
     return this.vm?.exited;
+  }
+}
+
+/** The argv of an EXEC request, for the exec log; whatever the payload is, never throws. */
+function execArgv(payload: Uint8Array): unknown {
+  try {
+    return decodeJson(payload).argv;
+  } catch {
+    return [];
+  }
+}
+
+function exitPayload(payload: Uint8Array): { code?: unknown; signal?: unknown; timedOut?: unknown } {
+  try {
+    return decodeJson(payload);
+  } catch {
+    return {};
   }
 }
 
@@ -443,12 +621,26 @@ function writeReady(message: ReadyMessage): void {
 
 /** Entry point of the hidden `__supervise NAME` mode. */
 export async function runSupervisor(name: string): Promise<never> {
-  const record = readSandboxRecord(name);
+  const record = getSandboxRecord(name);
+  recordSupervisor(name, process.pid);
   const supervisor = new Supervisor(record);
-  const backend = selectBackend(record.config.backend);
+  // A stop asked for during boot is honoured once the VM is up (shutdown needs it).
+  let stopDuringBoot: string | undefined;
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      if (supervisor.isReady) void supervisor.shutdown(`stopped (${signal})`);
+      else stopDuringBoot ??= `stopped during boot (${signal})`;
+    });
+  }
+  process.on(KILL_SIGNAL, () => supervisor.kill("killed (msb kill)"));
   let timings: BootTimings;
   try {
+    const backend = selectBackend(record.config.backend);
     timings = await supervisor.boot(backend);
+    supervisor.listenControl();
+    markRunning(name, supervisor.vmPid);
+    supervisor.log(`ready: ${JSON.stringify(timings)}`);
+    writeReady({ ready: true, notice: backend.describe(), timings });
   } catch (error) {
     const err = error as MsbError;
     supervisor.log(`boot failed: ${err.message}`);
@@ -457,20 +649,28 @@ export async function runSupervisor(name: string): Promise<never> {
     const retained = supervisor.cleanup(true);
     const tail = retained ? supervisor.consoleSummary(retained) : "";
     const pointer = retained ? `\nkernel log: ${retained}${tail ? `\n--- last lines ---\n${tail}` : " (empty)"}` : "";
-    writeReady({ ready: false, code: err.code ?? "boot_failed", message: `${err.message}${pointer}` });
+    const message = `${err.message}${pointer}`;
+    if (record.ephemeral) deleteSandboxRecord(name);
+    else markEnded(name, "crashed", `boot failed: ${err.message}`);
+    writeReady({ ready: false, code: err.code ?? "boot_failed", message });
     process.exit(1);
   }
-  supervisor.log(`ready: ${JSON.stringify(timings)}`);
-  writeReady({ ready: true, notice: backend.describe(), timings });
 
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-    process.on(signal, () => void supervisor.shutdown(`got ${signal}`));
-  }
+  if (stopDuringBoot) void supervisor.shutdown(stopDuringBoot);
   if (!record.config.detached) watchCreator(() => void supervisor.shutdown("its creator exited"));
+  const { maxDurationSeconds, idleTimeoutSeconds } = record.config;
+  if (maxDurationSeconds) {
+    setTimeout(() => void supervisor.shutdown(`reached its maximum duration of ${maxDurationSeconds} s`), maxDurationSeconds * 1000).unref();
+  }
+  if (idleTimeoutSeconds) supervisor.watchIdle(idleTimeoutSeconds);
 
   const exit = await supervisor.vmExited!;
-  supervisor.cleanup(false);
-  process.exit(exit.reason === "reset" || exit.reason === "poweroff" ? 0 : 1);
+  const outcome = supervisor.outcome(exit);
+  supervisor.log(`${outcome.status}: ${outcome.reason}`);
+  supervisor.cleanup(outcome.status === "crashed" && record.ephemeral);
+  if (record.ephemeral) deleteSandboxRecord(name);
+  else markEnded(name, outcome.status, outcome.reason);
+  process.exit(outcome.status === "stopped" ? 0 : 1);
 }
 
 /** An attached sandbox's creator holds our stdin open; EOF means it has exited. */

@@ -1,6 +1,7 @@
 // Helpers shared by the end-to-end tests: an isolated MSB_HOME, and checks that nothing a sandbox
 // owned is left behind on the host.
 
+import { Database } from "bun:sqlite";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -19,10 +20,20 @@ export function removeHome(home: string): void {
   rmSync(home, { recursive: true, force: true });
 }
 
-/** Sandboxes whose directory still exists under MSB_HOME. */
+/** Sandboxes whose directory or state row still exists under MSB_HOME. */
 export function leftoverSandboxes(home: string): string[] {
   const dir = join(home, "sandboxes");
-  return existsSync(dir) ? readdirSync(dir) : [];
+  const names = new Set(existsSync(dir) ? readdirSync(dir) : []);
+  const dbPath = join(home, "state.db");
+  if (existsSync(dbPath)) {
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      for (const row of db.query("SELECT name FROM sandboxes").all() as { name: string }[]) names.add(row.name);
+    } finally {
+      db.close();
+    }
+  }
+  return [...names].sort();
 }
 
 /** Processes (supervisors, VMs) still running for sandboxes under this MSB_HOME, other than us. */
