@@ -2,6 +2,7 @@
 pub mod arch;
 pub mod devices;
 pub mod ffi;
+pub mod fuse;
 pub mod json;
 pub mod sys;
 pub mod vmm;
