@@ -42,6 +42,11 @@ export function progressBars(out: { write(s: string): unknown; isTTY?: boolean }
       drawn = 0;
       return;
     }
+    if (e.kind === "resume") {
+      out.write(`${e.image}: layer ${e.index + 1}: resuming the download at ${mib(e.from)} of ${mib(e.total)}\n`);
+      drawn = 0;
+      return;
+    }
     if (e.kind === "done") {
       if (tty && drawn) draw();
       out.write(`${e.image}: ${e.reused ? "up to date" : "pulled"} (${e.id})\n`);

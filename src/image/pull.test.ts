@@ -378,6 +378,83 @@ d("pull from a real registry", () => {
     }
   });
 
+  /** A proxy that cuts the first download of `digest` after `cutAt` bytes (connection dropped). */
+  function cuttingProxy(reg: TestRegistry, digest: string, cutAt: number, opts: { ignoreRange?: boolean } = {}) {
+    const seen: { range: string | null; status: number; bytes: number }[] = [];
+    const proxy = faultProxy(reg, async (path, _n, req) => {
+      if (!path.endsWith(digest.slice(7))) return undefined;
+      const headers = new Headers(req.headers);
+      headers.delete("host");
+      const range = headers.get("range");
+      if (opts.ignoreRange) headers.delete("range");
+      const up = await fetch(`http://${reg.host}${path}`, { headers });
+      const body = new Uint8Array(await up.arrayBuffer());
+      const h = new Headers(up.headers);
+      h.delete("content-encoding");
+      const first = seen.length === 0;
+      seen.push({ range, status: up.status, bytes: first ? cutAt : body.length });
+      if (!first) return new Response(body, { status: up.status, headers: h });
+      // Announce the whole length, send part of it, then drop the connection.
+      let sent = false;
+      return new Response(new ReadableStream({
+        async pull(ctl) {
+          if (!sent) { sent = true; ctl.enqueue(body.slice(0, cutAt)); return; }
+          await Bun.sleep(300); // let those bytes reach the client, as on a real connection
+          ctl.error(new Error("connection cut by the test"));
+        },
+      }), { status: up.status, headers: h });
+    });
+    return { ...proxy, seen };
+  }
+
+  test("a download cut midway resumes from the partial file with HTTP Range, in the next pull; digests still verified", async () => {
+    const store = new ImageStore(home());
+    const digest = layout.layerDigests[0]!;
+    const size = statSync(join(layout.dir, "blobs/sha256", digest.slice(7))).size;
+    const cutAt = Math.floor(size * 0.6);
+    const proxy = cuttingProxy(tokenReg, digest, cutAt);
+    try {
+      const before = snapshot(store);
+      const err = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: { ...fast, attempts: 1 }, concurrency: 1 }).catch((e) => e);
+      expect(err).toBeInstanceOf(ImageError);
+      expect(["NETWORK", "TRUNCATED"]).toContain((err as ImageError).code);
+      expect((err as Error).message).toMatch(/layer 1\/3 \(sha256:[0-9a-f]{64}\)/);
+      expect(snapshot(store)).toBe(before);
+      const events: PullEvent[] = [];
+      const rec = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast, concurrency: 1, onProgress: (e) => events.push(e) });
+      expect(rec.id).toBe(pushed);
+      expect(proxy.seen).toHaveLength(2);
+      const resumedAt = Number(/^bytes=(\d+)-$/.exec(proxy.seen[1]!.range ?? "")?.[1]);
+      expect(resumedAt).toBeGreaterThan(0);
+      expect(resumedAt).toBeLessThanOrEqual(cutAt);
+      expect(proxy.seen[1]!.status).toBe(206);
+      expect(proxy.seen[1]!.bytes).toBe(size - resumedAt);
+      expect(events).toContainEqual(expect.objectContaining({ kind: "resume", index: 0, from: resumedAt, total: size }));
+      await store.verify(pushed);
+      expect(readdirSync(store.tmpDir)).toEqual([]);
+    } finally {
+      proxy.stop();
+    }
+  });
+
+  test("a registry that ignores Range gets a full download after a cut, within one pull", async () => {
+    const store = new ImageStore(home());
+    const digest = layout.layerDigests[0]!;
+    const size = statSync(join(layout.dir, "blobs/sha256", digest.slice(7))).size;
+    const proxy = cuttingProxy(tokenReg, digest, Math.floor(size / 2), { ignoreRange: true });
+    try {
+      const rec = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast, concurrency: 1 });
+      expect(rec.id).toBe(pushed);
+      expect(proxy.seen).toHaveLength(2);
+      expect(proxy.seen[1]!.range).toMatch(/^bytes=\d+-$/);
+      expect(proxy.seen[1]!.status).toBe(200);
+      expect(proxy.seen[1]!.bytes).toBe(size);
+      await store.verify(pushed);
+    } finally {
+      proxy.stop();
+    }
+  });
+
   const faults: [string, "500" | "429" | "truncate" | "hang" | "corrupt", string, RegExp][] = [
     ["persistent 500", "500", "REGISTRY_ERROR", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*HTTP 500 3 times/],
     ["persistent 429", "429", "RATE_LIMITED", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*HTTP 429 \(rate limited\) 3 times/],
@@ -418,6 +495,49 @@ d("pull from a real registry", () => {
       expect(readdirSync(store.tmpDir)).toEqual([]);
       await store.verify(pushed);
     }, 30_000);
+  }
+
+  const upstream = async (reg: TestRegistry, path: string, req: Request) => {
+    const headers = new Headers(req.headers);
+    headers.delete("host");
+    const up = await fetch(`http://${reg.host}${path}`, { headers });
+    const h = new Headers(up.headers);
+    h.delete("content-length");
+    h.delete("content-encoding");
+    return { body: new Uint8Array(await up.arrayBuffer()), headers: h, status: up.status };
+  };
+  const more: [string, (reg: TestRegistry, bad: string) => Parameters<typeof faultProxy>[1], string, RegExp][] = [
+    ["a layer blob missing from the registry (404)", (_reg, bad) => (path) => (path.endsWith(bad) ? new Response("gone", { status: 404 }) : undefined),
+      "NOT_FOUND", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*not found in the registry \(HTTP 404\)/],
+    ["a blob longer than its descriptor says", (reg, bad) => async (path, _n, req) => {
+      if (!path.endsWith(bad)) return undefined;
+      const up = await upstream(reg, path, req);
+      return new Response(new Uint8Array([...up.body, ...new Uint8Array(4096)]), { status: up.status, headers: up.headers });
+    }, "SIZE_MISMATCH", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*larger than the \d+ bytes its descriptor declares/],
+    ["a manifest claiming an absurd layer size", (reg) => async (path, _n, req) => {
+      if (!path.includes("/manifests/")) return undefined;
+      const up = await upstream(reg, path, req);
+      if (up.status !== 200) return new Response(up.body, { status: up.status, headers: up.headers });
+      const m = JSON.parse(new TextDecoder().decode(up.body));
+      m.layers[1].size = 2 ** 50;
+      up.headers.delete("docker-content-digest");
+      return new Response(JSON.stringify(m), { status: 200, headers: up.headers });
+    }, "TAR_LIMIT", /layer 2 \(sha256:[0-9a-f]{64}\) claims 1125899906842624 bytes, over the \d+-byte limit/],
+  ];
+  for (const [name, fault, code, msg] of more) {
+    test(`${name}: clear error naming image and layer; cache exactly as before`, async () => {
+      const store = new ImageStore(home());
+      await pullImage(`${tokenReg.host}/test/docker:v1`, { store, registry: fast, credentials: { username: tokenReg.user, password: tokenReg.password } });
+      const before = snapshot(store);
+      const proxy = faultProxy(tokenReg, fault(tokenReg, layout.layerDigests[1]!.slice(7)));
+      try {
+        const err = await expectError(pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast, concurrency: 1 }), code, msg);
+        expect(err.message).toContain(`${proxy.host}/test/busybox:v1`);
+        expect(snapshot(store)).toBe(before);
+      } finally {
+        proxy.stop();
+      }
+    });
   }
 
   test("a blob whose digest matches but whose tar does not hash to the config's diff_id is refused", async () => {

@@ -3,7 +3,7 @@
 // digest check → decompression → diff_id check → EROFS writer, into a staging directory that is
 // published by rename only when every layer is good.
 
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { findCredentials, type Credentials } from "./auth.ts";
 import { ImageError, withContext } from "./errors.ts";
@@ -12,7 +12,7 @@ import { flattenImage, type FlattenStats } from "./flatten.ts";
 import { tarToErofs } from "./layer.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 import {
-  LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
+  contentRangeStart, LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
   type Descriptor, type RegistryOptions,
 } from "./registry.ts";
 import { ImageStore, LAYER_FORMAT, fileChecksum, type GuestRoot, type ImageRecord, type LayerRecord } from "./store.ts";
@@ -25,6 +25,7 @@ export type PullEvent =
   | { kind: "resolved"; image: string; id: string; layers: number; totalBytes: number }
   | { kind: "layer"; image: string; index: number; digest: string; status: "cached" | "downloading" | "done"; downloaded: number; total: number }
   | { kind: "retry"; image: string; index: number; digest: string; attempt: number; error: string }
+  | { kind: "resume"; image: string; index: number; digest: string; from: number; total: number }
   | { kind: "done"; image: string; id: string; reused: boolean };
 
 export interface PullOptions {
@@ -213,7 +214,7 @@ async function pullLayers(client: RegistryClient, store: ImageStore, name: strin
     const attempts = Math.max(1, opts.registry?.attempts ?? 4);
     for (let attempt = 1; ; attempt++) {
       try {
-        records[index] = await fetchLayer(client, desc, diffId, out, where, opts, (downloaded) =>
+        records[index] = await fetchLayer(client, desc, diffId, out, join(staging, `${desc.digest.slice(7)}.blob.partial`), where, { ...opts, onProgress: (e) => opts.onProgress?.(e.kind === "resume" ? { ...e, image: name, index } : e) }, (downloaded) =>
           opts.onProgress?.({ kind: "layer", image: name, index, digest: desc.digest, status: "downloading", downloaded, total: desc.size }));
         break;
       } catch (err) {
@@ -297,13 +298,83 @@ export function parseConfig(bytes: Uint8Array, name: string): any {
   return config;
 }
 
-/** Streams one layer blob into an EROFS file, checking size, digest and diff_id on the way. */
+/**
+ * Streams one layer blob into an EROFS file, checking size, digest and diff_id on the way.
+ *
+ * The compressed bytes are also appended to `spool` as they arrive, so that a download cut off
+ * midway resumes (in this pull's next attempt, or the next pull) with an HTTP Range request for
+ * the rest: the conversion then reads the spooled part from disk, then the network. Digests are
+ * computed over the whole blob either way. A registry that ignores the range (200) or refuses it
+ * (416) gets a full download; a spool whose blob turned out bad is deleted.
+ */
 async function fetchLayer(
-  client: RegistryClient, desc: Descriptor, diffId: string, out: string, where: string, opts: PullOptions,
+  client: RegistryClient, desc: Descriptor, diffId: string, out: string, spool: string, where: string, opts: PullOptions,
   progress: (n: number) => void,
 ): Promise<LayerRecord> {
-  const res = await client.blob(desc.digest, where);
-  return convertBlob(res.body!, desc, diffId, out, opts.limits, progress);
+  let have = existsSync(spool) ? statSync(spool).size : 0;
+  if (have > desc.size) have = 0;
+  let res: Response | undefined;
+  if (have > 0 && have < desc.size) {
+    res = await client.blob(desc.digest, where, have);
+    if (res.status === 206 && contentRangeStart(res) === have) {
+      opts.onProgress?.({ kind: "resume", image: "", index: -1, digest: desc.digest, from: have, total: desc.size });
+    } else if (res.status === 200) {
+      have = 0; // the registry ignored the range: this is the whole blob
+    } else {
+      await res.body?.cancel().catch(() => {});
+      have = 0;
+      res = undefined; // 416 or a Content-Range that is not what we asked: download it whole
+    }
+  }
+  if (have < desc.size && !res) res = await client.blob(desc.digest, where);
+  const fd = openSync(spool, have > 0 ? "a" : "w", 0o600);
+  try {
+    let body: ReadableStream<Uint8Array>;
+    if (res) {
+      const network = res.body!.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, ctl) {
+          writeAllSync(fd, chunk);
+          ctl.enqueue(chunk);
+        },
+      }));
+      body = have > 0 ? concatStreams(Bun.file(spool).slice(0, have).stream(), network) : network;
+    } else {
+      body = Bun.file(spool).slice(0, have).stream(); // the whole blob is already here
+    }
+    const rec = await convertBlob(body, desc, diffId, out, opts.limits, progress);
+    rmSync(spool, { force: true });
+    return rec;
+  } catch (err) {
+    const code = (err as ImageError).code;
+    // Keep what arrived intact for the next attempt; anything else means the bytes are wrong.
+    if (code !== "NETWORK" && code !== "TIMEOUT" && code !== "TRUNCATED") rmSync(spool, { force: true });
+    throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAllSync(fd: number, data: Uint8Array) {
+  for (let off = 0; off < data.byteLength; ) off += writeSync(fd, data, off, data.byteLength - off);
+}
+
+function concatStreams(first: ReadableStream<Uint8Array>, second: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  let reader = first.getReader();
+  let onSecond = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      for (;;) {
+        const r = await reader.read();
+        if (!r.done) return ctl.enqueue(r.value);
+        if (onSecond) return ctl.close();
+        onSecond = true;
+        reader = second.getReader();
+      }
+    },
+    cancel(reason) {
+      return Promise.all([reader.cancel(reason), onSecond ? undefined : second.cancel(reason)]).then(() => {});
+    },
+  });
 }
 
 /**

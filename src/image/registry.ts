@@ -116,7 +116,7 @@ export class RegistryClient {
   }
 
   /** GET with auth negotiation and retries. Returns a 2xx response whose body is unread. */
-  async get(path: string, accept: string | undefined, what: string): Promise<Response> {
+  async get(path: string, accept: string | undefined, what: string, extra: Record<string, string> = {}): Promise<Response> {
     let authTried = false;
     let lastErr: unknown;
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
@@ -125,7 +125,7 @@ export class RegistryClient {
       const ctl = new AbortController();
       const timer = setTimeout(() => ctl.abort(new ImageError("TIMEOUT", `${this.where(what)}: no response from the registry within ${this.timeoutMs} ms`)), this.timeoutMs);
       try {
-        const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "msb" };
+        const headers: Record<string, string> = { ...extra, "user-agent": this.opts.userAgent ?? "msb" };
         if (accept) headers.accept = accept;
         if (this.authHeader) headers.authorization = this.authHeader;
         res = await this.fetchFollowing(this.base + path, headers, ctl.signal);
@@ -135,6 +135,8 @@ export class RegistryClient {
         continue;
       }
       clearTimeout(timer);
+      // 416: the range asked for does not fit the blob; the caller then downloads it whole.
+      if (res.status === 416 && extra.range) return res;
       if (res.ok) return withIdleTimeout(res, this.timeoutMs, () => new ImageError("TIMEOUT", `${this.where(what)}: the registry stopped sending data for ${this.timeoutMs} ms`));
       await res.body?.cancel().catch(() => {});
       if (res.status === 401 && !authTried) {
@@ -268,9 +270,14 @@ export class RegistryClient {
     return { digest, mediaType, bytes, json };
   }
 
-  /** Streams a blob. The caller verifies size and digest while reading. */
-  async blob(digest: string, what = `blob ${digest}`): Promise<Response> {
-    return this.get(`/blobs/${digest}`, undefined, what);
+  /**
+   * Streams a blob, or with `from` > 0 asks for the bytes from that offset on (HTTP Range).
+   * The caller verifies size and digest while reading, and must check the status: 206 with a
+   * matching Content-Range is the rest, 200 is the whole blob (the registry ignored the range),
+   * 416 means the range was refused.
+   */
+  async blob(digest: string, what = `blob ${digest}`, from = 0): Promise<Response> {
+    return this.get(`/blobs/${digest}`, undefined, what, from > 0 ? { range: `bytes=${from}-` } : {});
   }
 }
 
@@ -318,6 +325,12 @@ function withIdleTimeout(res: Response, ms: number, err: () => Error): Response 
     },
   });
   return new Response(body, { status: res.status, headers: res.headers });
+}
+
+/** The first byte offset of a 206 response's `Content-Range: bytes START-END/TOTAL`, if well-formed. */
+export function contentRangeStart(res: Response): number | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range")?.trim() ?? "");
+  return m ? Number(m[1]) : undefined;
 }
 
 /** Chooses linux/amd64 from an index (manifest list). */
