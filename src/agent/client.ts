@@ -1,5 +1,6 @@
-// The host's client for the agent protocol: runs commands over one framed connection (to the
-// supervisor's agent.sock), many at once, with per-stream flow control in both directions.
+// The host's client for the agent protocol: runs commands and file transfers over one framed
+// connection (to the supervisor's agent.sock), many at once, with per-stream flow control in both
+// directions.
 
 import { FrameConnection, frameSocketHandlers } from "./connection";
 import {
@@ -22,6 +23,12 @@ export interface ExecRequest {
   cwd?: string;
   /** Whether the caller will stream stdin; otherwise the process reads /dev/null. */
   stdin?: boolean;
+  /** A user name from the sandbox's /etc/passwd, `uid`, `uid:gid` or `name:group`. */
+  user?: string;
+  /** The agent kills the command's process group after this many ms; the status says `timedOut`. */
+  timeoutMs?: number;
+  /** Run on a pseudo-terminal of this size (all output arrives on stdout). */
+  tty?: { rows: number; cols: number };
 }
 
 export interface ExitStatus {
@@ -30,10 +37,18 @@ export interface ExitStatus {
   signal: number | null;
   /** Set when the command could not be started (codes 125-127). */
   error?: string;
+  /** The command was killed because its timeoutMs passed. */
+  timedOut: boolean;
+}
+
+/** What the client does with the frames of one stream (an exec or a file operation). */
+interface StreamHandler {
+  handle(frame: Frame): void;
+  fail(error: Error): void;
 }
 
 /** One output stream of a running command, consumed as an async iterable of chunks. */
-class OutputQueue implements AsyncIterable<Uint8Array> {
+export class OutputQueue implements AsyncIterable<Uint8Array> {
   private chunks: Uint8Array[] = [];
   private ended = false;
   private failure: Error | undefined;
@@ -86,7 +101,7 @@ class OutputQueue implements AsyncIterable<Uint8Array> {
  * for await (const chunk of proc.stdout) process.stdout.write(chunk);
  * const status = await proc.wait();
  */
-export class ExecProcess {
+export class ExecProcess implements StreamHandler {
   readonly stdout: AsyncIterable<Uint8Array>;
   readonly stderr: AsyncIterable<Uint8Array>;
   private readonly stdoutQueue: OutputQueue;
@@ -102,6 +117,7 @@ export class ExecProcess {
   constructor(
     private readonly client: AgentClient,
     readonly stream: number,
+    private readonly tty = false,
   ) {
     const grant = (bytes: number) => this.client.sendRaw(encodeWindow(this.stream, bytes));
     this.stdoutQueue = new OutputQueue(grant);
@@ -142,9 +158,18 @@ export class ExecProcess {
     await this.client.flushed();
   }
 
+  /** Sends a signal (number, default SIGKILL) to the command's process group. */
   kill(signal = 9): void {
     if (this.finished) return;
     this.client.sendRaw(encodeJsonFrame(this.stream, MessageType.SIGNAL, { signal }));
+  }
+
+  /** Changes the terminal size of a command spawned with `tty` (it gets SIGWINCH). */
+  resize(cols: number, rows: number): void {
+    if (!this.tty) throw new MsbError("invalid_argument", "resize() needs a command spawned with tty");
+    checkSize(cols, rows);
+    if (this.finished) return;
+    this.client.sendRaw(encodeJsonFrame(this.stream, MessageType.RESIZE, { rows, cols }));
   }
 
   wait(): Promise<ExitStatus> {
@@ -172,6 +197,7 @@ export class ExecProcess {
         const status: ExitStatus = {
           code: typeof body.code === "number" ? body.code : null,
           signal: typeof body.signal === "number" ? body.signal : null,
+          timedOut: body.timedOut === true,
         };
         if (typeof body.error === "string") status.error = body.error;
         this.settle();
@@ -182,7 +208,7 @@ export class ExecProcess {
       }
       case MessageType.ERROR: {
         const body = decodeJson(frame.payload);
-        this.fail(new MsbError(String(body.code ?? "agent"), `agent: ${String(body.message ?? "error")}`));
+        this.fail(new MsbError(String(body.code ?? "agent"), `${this.client.description}: ${String(body.message ?? "error")}`));
         return;
       }
     }
@@ -207,14 +233,23 @@ export class ExecProcess {
 }
 
 /** Connection to a sandbox's agent (through its supervisor). */
+function checkSize(cols: number, rows: number): void {
+  const ok = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
+  if (!ok(cols) || !ok(rows)) throw new MsbError("invalid_argument", `terminal size must be 1-65535 columns and rows, got ${cols}x${rows}`);
+}
+
 export class AgentClient {
-  private readonly processes = new Map<number, ExecProcess>();
+  private readonly processes = new Map<number, StreamHandler>();
   private nextStream = 1;
   private closedError: Error | undefined;
   private closeWaiters: (() => void)[] = [];
   private pongWaiters: ((payload: Uint8Array) => void)[] = [];
 
-  private constructor(private readonly connection: FrameConnection) {}
+  private constructor(
+    private readonly connection: FrameConnection,
+    /** Who is on the other end, for messages: "sandbox NAME". */
+    readonly description: string,
+  ) {}
 
   static async connect(socketPath: string, description = socketPath): Promise<AgentClient> {
     let client: AgentClient | undefined;
@@ -227,7 +262,7 @@ export class AgentClient {
       await Bun.connect<FrameConnection | undefined>({
         unix: socketPath,
         socket: frameSocketHandlers((socket) => {
-          client = new AgentClient(new FrameConnection(socket, events));
+          client = new AgentClient(new FrameConnection(socket, events), description);
           opened = true;
         }),
       });
@@ -245,16 +280,50 @@ export class AgentClient {
   spawn(request: ExecRequest): ExecProcess {
     if (this.closedError) throw this.closedError;
     if (request.argv.length === 0) throw new MsbError("invalid_argument", "exec needs a command: argv is empty");
+    if (request.timeoutMs !== undefined && !(Number.isInteger(request.timeoutMs) && request.timeoutMs > 0)) {
+      throw new MsbError("invalid_argument", `timeoutMs must be a positive integer number of milliseconds, got ${request.timeoutMs}`);
+    }
+    if (request.user !== undefined && (request.user === "" || request.user.includes("\0"))) {
+      throw new MsbError("invalid_argument", `user must be a name, uid or uid:gid, got ${JSON.stringify(request.user)}`);
+    }
+    if (request.tty) checkSize(request.tty.cols, request.tty.rows);
+    const stream = this.openStream();
+    const process = new ExecProcess(this, stream, request.tty !== undefined);
+    this.processes.set(stream, process);
+    const body: Record<string, unknown> = { argv: request.argv, stdin: request.stdin ?? false };
+    if (request.env) body.env = request.env;
+    if (request.cwd !== undefined) body.cwd = request.cwd;
+    if (request.user !== undefined) body.user = request.user;
+    if (request.timeoutMs !== undefined) body.timeoutMs = request.timeoutMs;
+    if (request.tty) body.tty = { rows: request.tty.rows, cols: request.tty.cols };
+    this.sendRaw(encodeJsonFrame(stream, MessageType.EXEC, body));
+    return process;
+  }
+
+  /**
+   * Starts a file operation (docs/protocol.md, "Files"). `handler` gets its frames; the request
+   * is validated by the agent, which answers FILE_RESULT or ERROR.
+   * @internal
+   */
+  openFile(request: Record<string, unknown>, make: (stream: number) => StreamHandler): number {
+    if (this.closedError) throw this.closedError;
+    const stream = this.openStream();
+    this.processes.set(stream, make(stream));
+    this.sendRaw(encodeJsonFrame(stream, MessageType.FILE, request));
+    return stream;
+  }
+
+  private openStream(): number {
     if (this.processes.size >= MAX_STREAMS) {
-      throw new MsbError("too_many_execs", `at most ${MAX_STREAMS} commands can run at once on one connection`);
+      throw new MsbError(
+        "too_many_streams",
+        `at most ${MAX_STREAMS} commands and file transfers can run at once on one connection to ${this.description}`,
+      );
     }
     while (this.processes.has(this.nextStream)) this.nextStream = (this.nextStream % 0xffff_fffe) + 1;
     const stream = this.nextStream;
     this.nextStream = (this.nextStream % 0xffff_fffe) + 1;
-    const process = new ExecProcess(this, stream);
-    this.processes.set(stream, process);
-    this.sendRaw(encodeJsonFrame(stream, MessageType.EXEC, { ...request, stdin: request.stdin ?? false }));
-    return process;
+    return stream;
   }
 
   async ping(payload = Uint8Array.of(1)): Promise<Uint8Array> {

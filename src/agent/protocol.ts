@@ -29,6 +29,9 @@ export const MessageType = {
   SIGNAL: 0x15,
   WINDOW: 0x16,
   RESIZE: 0x17,
+  FILE: 0x20,
+  FILE_RESULT: 0x21,
+  DATA: 0x22,
   ERROR: 0x7f,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
