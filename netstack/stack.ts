@@ -7,13 +7,17 @@ import { DnsTcpUpstream } from "./dns/tcp";
 import { Interface, type InterfaceStats } from "./iface/interface";
 import { FrameDecoder, FrameEncoder, FrameStreamError, type ByteSink } from "./phy/framing";
 import { FaultInjector, PcapWriter, unframed, type FaultOptions } from "./phy/middleware";
-import { defaultPolicy, type Destination, type EgressPolicy } from "./policy/policy";
+import type { DnsFilter } from "./dns/filter";
+import { PinTable, type PinOptions } from "./dns/pins";
+import { DenialLog } from "./policy/log";
+import type { Destination, EgressPolicy } from "./policy/policy";
+import { CompiledPolicy, compilePolicy } from "./policy/rules";
 import { parsePortSpec, type PortSpec } from "./ports/ports";
 import { SocketUpstream, connectHost, socketHandlers } from "./proxy/tcp";
 import { MemoryBudget } from "./tcp/budget";
 import type { TcpConnection } from "./tcp/connection";
-import { UdpNat } from "./udp/nat";
-import { bytesEqual, ipToString, parseCidr, parseIpv4, parseIpv6, parseMac } from "./wire/address";
+import { sendQuietly, UdpNat } from "./udp/nat";
+import { bytesEqual, ipToString, parseCidr, parseIp, parseIpv4, parseIpv6, parseMac } from "./wire/address";
 
 export interface NetStackOptions {
   gatewayMac?: string;
@@ -27,8 +31,18 @@ export interface NetStackOptions {
   ipv6?: { guest: string; gateway: string; dns: string } | false;
   /** Guest MTU, 576..65520. Large MTUs let bulk transfers move 64 KiB per frame. */
   mtu?: number;
-  /** Egress decision per new flow. Default: public allowed, everything non-public denied. */
-  policy?: EgressPolicy;
+  /**
+   * Egress decision per new flow: a compiled rule policy (`compilePolicy`, which also filters DNS
+   * and pins answers), or a plain function (no DNS filtering). Default: `compilePolicy()`, the
+   * `public` preset.
+   */
+  policy?: EgressPolicy | CompiledPolicy;
+  /** The sandbox's name, at the start of every denial line. */
+  name?: string;
+  /** DNS pinning: grace after the TTL, bounds. */
+  pins?: PinOptions;
+  /** Denial log rate limits (lines per destination / in total per window). */
+  denialLog?: { perKey?: number; total?: number; windowMs?: number };
   /** DNS resolution on the host. Default: the host's /etc/resolv.conf nameservers. */
   resolver?: DnsResolver;
   /** Names answered with the gateway's addresses. */
@@ -39,7 +53,14 @@ export interface NetStackOptions {
    * TCP bounds. rcvBuf/sndBuf are per connection (window and send queue, default 4 MiB each);
    * memoryLimit caps what all connections hold together (default 256 MiB).
    */
-  tcp?: { rcvBuf?: number; sndBuf?: number; memoryLimit?: number; timeWaitMs?: number; maxConnections?: number; maxRetries?: number };
+  tcp?: {
+    rcvBuf?: number; sndBuf?: number; memoryLimit?: number; timeWaitMs?: number; maxRetries?: number;
+    /** Connections tracked at once (every state); beyond it new SYNs are reset (default 4096). */
+    maxConnections?: number;
+    /** Guest connections whose host side is still opening or whose handshake is unfinished (default 256). */
+    maxHalfOpen?: number;
+  };
+  /** UDP flows (guest source address+port) at once (default 1024); a new flow beyond it is refused. */
   udp?: { idleMs?: number; maxFlows?: number };
   /** Bytes of frames queued toward the guest before senders hold back. */
   linkHighWater?: number;
@@ -103,7 +124,12 @@ export class NetStack {
   readonly iface: Interface;
   readonly dns: DnsProxy;
   readonly udp: UdpNat;
-  private readonly policy: EgressPolicy;
+  private readonly policyFn: EgressPolicy | null;
+  readonly policy: CompiledPolicy | null;
+  readonly pins: PinTable;
+  readonly denials: DenialLog;
+  private readonly maxHalfOpen: number;
+  private readonly halfOpen = new Set<TcpConnection>();
   private readonly log: (m: string) => void;
   private encoder: FrameEncoder | null = null;
   private decoder: FrameDecoder | null = null;
@@ -127,8 +153,13 @@ export class NetStack {
     // With IPv6 off these stay all-zero and the guest has no v6 source address we accept.
     this.gw6 = v6 ? parseIpv6(v6.gateway) : new Uint8Array(16);
     this.dns6 = v6 ? parseIpv6(v6.dns) : new Uint8Array(16);
-    this.policy = o.policy ?? defaultPolicy;
+    const pol = o.policy ?? compilePolicy();
+    this.policy = pol instanceof CompiledPolicy ? pol : null;
+    this.policyFn = pol instanceof CompiledPolicy ? null : pol;
     this.log = o.log ?? (() => {});
+    this.pins = new PinTable(o.pins);
+    this.denials = new DenialLog({ name: o.name ?? "(unnamed)", write: (l) => this.log(`netstack: ${l}`), ...o.denialLog });
+    this.maxHalfOpen = o.tcp?.maxHalfOpen ?? 256;
     this.publishedSpecs = (o.publishedPorts ?? []).map((p) => (typeof p === "string" ? parsePortSpec(p) : p));
     this.iface = new Interface({
       gatewayMac: parseMac(o.gatewayMac ?? DEFAULTS.gatewayMac),
@@ -148,13 +179,14 @@ export class NetStack {
       udp: (f, s, sp, d, dp, p) => this.udpFromGuest(f, s, sp, d, dp, p),
       linkSend: (framed) => this.txFrame(framed),
       linkFull: () => this.encoder?.full ?? true,
+      blocked: (what, family, dst, detail) => this.blocked(what, family, dst, detail),
     });
     this.ipv6Enabled = v6 !== null;
     this.vnetHdr = o.vnetHdr === true;
     this.hostAliases = [...(o.hostAliases ?? DEFAULTS.hostAliases)];
     const aliases = new Map<string, { a?: Uint8Array; aaaa?: Uint8Array }>();
     for (const n of this.hostAliases) aliases.set(n.toLowerCase(), { a: this.gw4, aaaa: v6 ? this.gw6 : undefined });
-    this.dns = new DnsProxy({ resolver: o.resolver ?? systemResolver(), localNames: aliases });
+    this.dns = new DnsProxy({ resolver: o.resolver ?? systemResolver(), localNames: aliases, filter: this.dnsFilter() });
     this.udp = new UdpNat({
       idleMs: o.udp?.idleMs ?? 60_000, maxFlows: o.udp?.maxFlows ?? 1024, maxQueued: 32,
       toGuest: (f, src, sp, g, gp, p) => this.iface.sendUdp(f, src, sp, g, gp, p),
@@ -292,21 +324,73 @@ export class NetStack {
     return family === 4 ? bytesEqual(ip, this.dns4) : bytesEqual(ip, this.dns6);
   }
 
+  private dnsFilter(): DnsFilter | undefined {
+    const p = this.policy;
+    if (!p) return undefined;
+    return {
+      name: (n) => { const d = p.nameDecision(n); return d.allow ? null : p.describe(d); },
+      address: (names, ip) => { const d = p.answerDecision(names, ip); return d.allow ? null : p.describe(d); },
+      resolved: (ip, names, ttl) => this.pins.pin(ip, names, ttl),
+      denied: (m) => this.denials.deny(m.split(":")[0]!, m),
+    };
+  }
+
+  /** The policy's verdict on one new flow; null when allowed, else why not. */
+  private decide(dest: Destination, guestIp: Uint8Array): string | null {
+    if (this.policyFn) return this.policyFn(dest) ? null : "policy hook";
+    const p = this.policy!;
+    const d = p.decide({ proto: dest.proto, ip: dest.ipBytes, port: dest.port, viaHostAlias: dest.viaHostAlias, names: this.pins.names(guestIp) });
+    return d.allow ? null : p.describe(d);
+  }
+
+  private deny(proto: string, ip: string, port: number | null, why: string, viaHostAlias = false): void {
+    const dst = port === null ? ip : ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+    const key = `${proto} ${dst}`;
+    this.denials.deny(key, `${key}${viaHostAlias ? " (host loopback via the gateway)" : ""} by ${why}`);
+  }
+
+  /** Packets the interface refused on its own (no handler to ask): logged like denials. */
+  private blocked(what: "icmp" | "proto" | "fragment" | "multicast" | "conn-limit", family: 4 | 6, dst: Uint8Array, detail: number): void {
+    const ip = ipToString(dst);
+    if (what === "icmp") {
+      const viaHostAlias = false;
+      const why = this.policyFn ? null : this.policy!.decide({ proto: "icmp", ip: dst, port: 0, viaHostAlias, names: this.pins.names(dst) });
+      this.deny("icmp", ip, null, why && !why.allow ? this.policy!.describe(why) : "echo beyond the gateway is not forwarded");
+    } else if (what === "proto") this.deny(`ip proto ${detail}`, ip, null, "only TCP, UDP and ICMP are forwarded");
+    else if (what === "conn-limit") this.deny("tcp", ip, detail, `the connection limit (${this.iface.cfg.maxTcpConnections} at once)`);
+    else if (what === "fragment") this.deny(`ipv${family} fragment`, ip, null, "fragments are not reassembled");
+    else this.deny("udp", ip, detail, "multicast and broadcast are not forwarded (mDNS, LLMNR, SSDP, ...)");
+  }
+
+  /** Half-open guest connections (host side opening or handshake unfinished), swept lazily. */
+  private halfOpenCount(): number {
+    if (this.halfOpen.size >= this.maxHalfOpen) {
+      for (const c of this.halfOpen) if (c.state !== "CONNECTING" && c.state !== "SYN_RECEIVED") this.halfOpen.delete(c);
+    }
+    return this.halfOpen.size;
+  }
+
   private tcpConnect(conn: TcpConnection, d: { family: 4 | 6; ip: Uint8Array; port: number }): boolean {
     if (this.isDns(d.family, d.ip)) {
-      if (d.port !== 53) return false;
+      if (d.port !== 53) { this.deny("tcp", ipToString(d.ip), d.port, "the DNS address serves only port 53"); return false; }
       conn.upstreamOpened(new DnsTcpUpstream(conn, this.dns));
       return true;
     }
     const dest = this.hostTarget(d.family, d.ip, d.port, "tcp");
-    if (!this.policy(dest)) { this.log(`netstack: denied tcp to ${dest.ip}:${dest.port}`); return false; }
+    const why = this.decide(dest, d.ip);
+    if (why !== null) { this.deny("tcp", dest.viaHostAlias ? ipToString(d.ip) : dest.ip, dest.port, why, dest.viaHostAlias); return false; }
+    if (this.halfOpenCount() >= this.maxHalfOpen) {
+      this.deny("tcp", dest.ip, dest.port, `the half-open connection limit (${this.maxHalfOpen} connecting at once)`);
+      return false;
+    }
+    this.halfOpen.add(conn);
     connectHost(conn, dest.ip, dest.port);
     return true;
   }
 
   private udpFromGuest(family: 4 | 6, src: Uint8Array, srcPort: number, dst: Uint8Array, dstPort: number, payload: Uint8Array): boolean {
     if (this.isDns(family, dst)) {
-      if (dstPort !== 53) return false;
+      if (dstPort !== 53) { this.deny("udp", ipToString(dst), dstPort, "the DNS address serves only port 53"); return false; }
       const query = payload.slice();
       const guest = src.slice();
       const dnsIp = dst.slice();
@@ -315,9 +399,14 @@ export class NetStack {
     }
     const pub = this.udpPublishedReply(family, dst, dstPort, payload);
     if (pub) return true;
+    if (this.isDns(family, dst)) return false;
     const dest = this.hostTarget(family, dst, dstPort, "udp");
-    if (!this.policy(dest)) { this.log(`netstack: denied udp to ${dest.ip}:${dest.port}`); return false; }
-    this.udp.send(family, src, srcPort, dst, dest.ip, dest.port, payload);
+    const why = this.decide(dest, dst);
+    if (why !== null) { this.deny("udp", dest.viaHostAlias ? ipToString(dst) : dest.ip, dest.port, why, dest.viaHostAlias); return false; }
+    if (!this.udp.send(family, src, srcPort, dst, dest.ip, dest.port, payload)) {
+      this.deny("udp", dest.ip, dest.port, `the UDP flow limit (${this.udp.maxFlows} flows)`);
+      return false;
+    }
     return true;
   }
 
@@ -331,8 +420,18 @@ export class NetStack {
     const m = this.udpPublished.get(dstPort);
     if (!m) return false;
     m.last = Date.now();
-    m.sock.send(payload, m.port, m.host);
+    sendQuietly(m.sock, payload, m.port, m.host);
     return true;
+  }
+
+  /** Ingress rules for published ports: the host-side peer and the guest port. */
+  private ingressAllowed(proto: "tcp" | "udp", peer: string, guestPort: number): boolean {
+    if (!this.policy || (this.policy.ingress.length === 0 && this.policy.ingressDefaultAllow)) return true;
+    let ip: Uint8Array;
+    try { ip = parseIp(peer.replace(/^::ffff:(\d+\.)/, "$1")); } catch { return false; }
+    const d = this.policy.decide({ direction: "ingress", proto, ip, port: guestPort });
+    if (!d.allow) this.deny(`ingress ${proto}`, `${peer} → guest`, guestPort, this.policy.describe(d));
+    return d.allow;
   }
 
   /** Binds one published port; each host connection becomes a connection from the gateway to guest:port. */
@@ -345,6 +444,7 @@ export class NetStack {
           socket: {
             ...socketHandlers,
             open: (s) => {
+              if (!this.ingressAllowed("tcp", s.remoteAddress, spec.guestPort)) return s.terminate();
               const conn = this.iface.connectToGuest(family, spec.guestPort);
               if (!conn) return s.terminate();
               s.data = conn;
@@ -364,6 +464,7 @@ export class NetStack {
           data: (s, buf, port, addr) => {
             const k = `${addr}|${port}`;
             let gp = peers.get(k);
+            if (gp === undefined && !this.ingressAllowed("udp", addr, spec.guestPort)) return;
             if (gp === undefined) {
               if (peers.size >= 256) return;
               gp = this.udpPublishedPort++;
@@ -383,6 +484,7 @@ export class NetStack {
 
   /** Closes every flow, listener and the stream. */
   close(): void {
+    this.denials.close();
     this.pcap?.close();
     this.iface.close();
     this.udp.close();

@@ -3,6 +3,7 @@
 // upstream says (any record type) is passed through with the guest's id and aged TTLs.
 import { buildResponse, DnsMessageRepr, DnsPacket, DnsRcode, DnsType, type DnsQuestion } from "../wire/dns";
 import { WireError } from "../wire/error";
+import { answerAddresses, sanitizeAnswer, type DnsFilter } from "./filter";
 import type { DnsResolver } from "./resolver";
 
 export interface DnsProxyOptions {
@@ -14,6 +15,11 @@ export interface DnsProxyOptions {
   maxTtl?: number;
   /** Queries in flight to the resolver at once; more get SERVFAIL rather than queueing without bound. */
   maxInflight?: number;
+  /**
+   * The egress policy's view: names it refuses get NXDOMAIN without an upstream query, answers are
+   * rebuilt keeping only addresses it could allow, and every address handed out is pinned.
+   */
+  filter?: DnsFilter;
 }
 
 interface CacheEntry { response: Uint8Array; ttlOffsets: number[]; stored: number; expires: number }
@@ -23,7 +29,7 @@ export const DNS_LOCAL_TTL = 60;
 export class DnsProxy {
   private cache = new Map<string, CacheEntry>();
   private inflight = 0;
-  readonly stats = { queries: 0, cacheHits: 0, upstream: 0, failures: 0, malformed: 0 };
+  readonly stats = { queries: 0, cacheHits: 0, upstream: 0, failures: 0, malformed: 0, refused: 0, rebindDrops: 0 };
 
   constructor(private readonly o: DnsProxyOptions) {}
 
@@ -51,32 +57,58 @@ export class DnsProxy {
     const maxSize = transport === "tcp" ? 65535 : Math.min(repr.ednsUdpSize ?? 512, 65507);
     const local = this.o.localNames.get(q.name);
     if (local) return this.fit(this.localAnswer(query, q, local), maxSize, query, q);
+    const f = this.o.filter;
+    if (f) {
+      const why = f.name(q.name);
+      if (why !== null) {
+        this.stats.refused++;
+        f.denied(`dns ${q.name}: NXDOMAIN without asking upstream (${why})`);
+        return buildResponse(query, q, DnsRcode.NxDomain);
+      }
+    }
     const key = `${q.name}|${q.type}|${q.class}|${repr.ednsUdpSize ? "e" : ""}`;
     const now = Date.now();
     const hit = this.cache.get(key);
     if (hit && hit.expires > now) {
       this.stats.cacheHits++;
-      return this.fit(this.fromCache(hit, query, now), maxSize, query, q);
+      return this.fit(this.pinned(this.fromCache(hit, query, now), q), maxSize, query, q);
     }
     if (hit) this.cache.delete(key);
     if (this.inflight >= (this.o.maxInflight ?? 256)) { this.stats.failures++; return buildResponse(query, q, DnsRcode.ServFail); }
     this.inflight++;
     this.stats.upstream++;
     try {
-      const resp = await this.o.resolver(query);
-      const rp = DnsPacket.newChecked(resp);
-      const rr = DnsMessageRepr.parse(rp);
+      let resp = await this.o.resolver(query);
+      let rp = DnsPacket.newChecked(resp);
+      let rr = DnsMessageRepr.parse(rp);
       const rq = rr.questions[0];
       if (!rp.isResponse || rp.id !== pkt.id || !rq || rq.name !== q.name || rq.type !== q.type)
         throw new Error("the resolver's answer does not match the question");
+      if (f) {
+        const clean = sanitizeAnswer(resp, q, f);
+        for (const d of clean.dropped) {
+          this.stats.rebindDrops++;
+          f.denied(`dns ${q.name}: dropped ${d.name} → ${d.ip} (${d.why})`);
+        }
+        resp = clean.message;
+        rp = DnsPacket.newChecked(resp);
+        rr = DnsMessageRepr.parse(rp);
+      }
       this.store(key, resp, rr, rp.rcode, now);
-      return this.fit(resp, maxSize, query, q);
+      return this.fit(this.pinned(resp, q), maxSize, query, q);
     } catch {
       this.stats.failures++;
       return buildResponse(query, q, DnsRcode.ServFail);
     } finally {
       this.inflight--;
     }
+  }
+
+  /** Pins every address the guest is about to be told, for the TTL the guest is told. */
+  private pinned(resp: Uint8Array, q: DnsQuestion): Uint8Array {
+    const f = this.o.filter;
+    if (f) for (const a of answerAddresses(resp, q)) f.resolved(a.ip, a.names, a.ttl);
+    return resp;
   }
 
   private localAnswer(query: Uint8Array, q: DnsQuestion, local: { a?: Uint8Array; aaaa?: Uint8Array }): Uint8Array {

@@ -42,6 +42,12 @@ export interface InterfaceHandlers {
   /** The link toward the guest can take frames again. */
   linkSend(framed: Uint8Array): void;
   linkFull(): boolean;
+  /**
+   * Traffic the interface refuses by itself, reported for the denial log: pings beyond the gateway,
+   * protocols other than TCP/UDP/ICMP, fragments, multicast/broadcast UDP (detail: the port), and
+   * SYNs beyond the connection limit (detail: the port).
+   */
+  blocked?(what: "icmp" | "proto" | "fragment" | "multicast" | "conn-limit", family: 4 | 6, dst: Uint8Array, detail: number): void;
 }
 
 export interface InterfaceStats {
@@ -185,6 +191,10 @@ export class Interface {
 
   private onIpv4(frame: Uint8Array, payload: Uint8Array): void {
     const pkt = Ipv4Packet.newChecked(payload);
+    if (pkt.moreFrags || pkt.fragOffset !== 0) {
+      this.h.blocked?.("fragment", 4, pkt.buf.slice(16, 20), 0);
+      return this.drop("ipv4-fragment");
+    }
     const ip = Ipv4Repr.parse(pkt);
     if (!bytesEqual(ip.src, this.cfg.guestIPv4)) return this.drop("ipv4-source");
     this.learnFrom(frame);
@@ -195,17 +205,24 @@ export class Interface {
         const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst, !this.rxChecksumTrusted);
         // No ICMP errors about broadcast or multicast datagrams (RFC 1122 §3.2.2): mDNS, DHCP and
         // the like are dropped quietly.
-        if (ip.dst[0]! >= 224 || this.isBroadcastV4(ip.dst)) return this.drop("udp-multicast");
+        if (ip.dst[0]! >= 224 || this.isBroadcastV4(ip.dst)) {
+          this.h.blocked?.("multicast", 4, ip.dst, u.dstPort);
+          return this.drop("udp-multicast");
+        }
         if (!this.h.udp(4, ip.src, u.srcPort, ip.dst, u.dstPort, u.payload)) this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 13);
         return;
       }
       case IpProto.ICMP: {
         const icmp = Icmpv4Repr.parse(Icmpv4Packet.newChecked(body));
         if (icmp.kind !== "echoRequest") return;
-        if (!this.isLocalV4(ip.dst)) return this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 13);
+        if (!this.isLocalV4(ip.dst)) {
+          this.h.blocked?.("icmp", 4, ip.dst, 0);
+          return this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 13);
+        }
         return this.sendIcmpv4(ip.dst, ip.src, { kind: "echoReply", ident: icmp.ident, seq: icmp.seq, data: icmp.data });
       }
       default:
+        this.h.blocked?.("proto", 4, ip.dst, ip.protocol);
         return this.unreachableV4(ip.src, ip.dst, pkt.buf.subarray(0, pkt.totalLen), 2);
     }
   }
@@ -267,12 +284,18 @@ export class Interface {
       case IpProto.TCP: return this.onTcp(6, ip.src, ip.dst, body);
       case IpProto.UDP: {
         const u = UdpRepr.parse(UdpPacket.newChecked(body), ip.src, ip.dst, !this.rxChecksumTrusted);
-        if (ip.dst[0] === 0xff) return this.drop("udp-multicast");
+        if (ip.dst[0] === 0xff) {
+          this.h.blocked?.("multicast", 6, ip.dst, u.dstPort);
+          return this.drop("udp-multicast");
+        }
         if (!this.h.udp(6, ip.src, u.srcPort, ip.dst, u.dstPort, u.payload)) this.unreachableV6(ip.src, ip.dst, pkt.buf.subarray(0, IPV6_HEADER_LEN + ip.payloadLen), 1);
         return;
       }
       default:
-        return this.drop("ipv6-next-header"); // extension headers (hop-by-hop MLD reports) are ignored
+        // Extension headers are not followed (hop-by-hop MLD reports are ignored quietly).
+        if (ip.nextHeader === 44) this.h.blocked?.("fragment", 6, ip.dst, 0);
+        else if (ip.nextHeader !== 0) this.h.blocked?.("proto", 6, ip.dst, ip.nextHeader);
+        return this.drop("ipv6-next-header");
     }
   }
 
@@ -297,7 +320,10 @@ export class Interface {
       }
       case "echoRequest": {
         this.learn(srcMac);
-        if (!this.isLocalV6(dst)) return this.unreachableV6(src, dst, new Uint8Array(0), 1);
+        if (!this.isLocalV6(dst)) {
+          this.h.blocked?.("icmp", 6, dst, 0);
+          return this.unreachableV6(src, dst, new Uint8Array(0), 1);
+        }
         return this.sendIcmpv6(dst, src, { kind: "echoReply", ident: icmp.ident, seq: icmp.seq, data: icmp.data });
       }
       default:
@@ -370,6 +396,7 @@ export class Interface {
     if (this.tcp.size >= this.cfg.maxTcpConnections) this.evictTimeWait();
     if (this.tcp.size >= this.cfg.maxTcpConnections) {
       this.drop("tcp-connection-limit");
+      this.h.blocked?.("conn-limit", family, dst, seg.dstPort);
       this.emitTcp(ep, { seq: 0, ack: (seg.seq + 1) >>> 0, flags: TcpFlag.RST, window: 0, options: {} }, 0);
       return;
     }

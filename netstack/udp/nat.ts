@@ -25,6 +25,14 @@ interface Flow {
   closed: boolean;
 }
 
+/**
+ * UDP is unreliable anyway: a send that fails (ECONNREFUSED from an earlier ICMP port unreachable,
+ * EHOSTUNREACH, ...) drops that datagram instead of throwing into the stack.
+ */
+export function sendQuietly(s: udp.Socket<"uint8array">, data: Uint8Array, port: number, host: string): void {
+  try { s.send(data, port, host); } catch { /* dropped, as the network would */ }
+}
+
 export class UdpNat {
   private flows = new Map<string, Flow>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
@@ -32,12 +40,18 @@ export class UdpNat {
 
   get size() { return this.flows.size; }
 
-  /** A datagram the policy already allowed: send it from the host to `host:port`. */
-  send(family: 4 | 6, guest: Uint8Array, guestPort: number, guestDst: Uint8Array, host: string, port: number, payload: Uint8Array): void {
+  get maxFlows() { return this.o.maxFlows; }
+
+  /**
+   * A datagram the policy already allowed: send it from the host to `host:port`. Returns false when
+   * it would start a new flow beyond the flow limit (idle flows are expired first).
+   */
+  send(family: 4 | 6, guest: Uint8Array, guestPort: number, guestDst: Uint8Array, host: string, port: number, payload: Uint8Array): boolean {
     const key = `${family}|${ipToString(guest)}|${guestPort}`;
     let f = this.flows.get(key);
     if (!f) {
-      if (this.flows.size >= this.o.maxFlows) this.evictOldest();
+      if (this.flows.size >= this.o.maxFlows) this.expireIdle();
+      if (this.flows.size >= this.o.maxFlows) return false;
       f = { family, guest: guest.slice(), guestPort, socket: null, queue: [], remotes: new Map(), lastUsed: Date.now(), closed: false };
       this.flows.set(key, f);
       this.open(f);
@@ -46,8 +60,9 @@ export class UdpNat {
     f.lastUsed = Date.now();
     const norm = ipToString(parseIp(host));
     f.remotes.set(`${norm}|${port}`, guestDst.slice());
-    if (f.socket) f.socket.send(payload, port, host);
+    if (f.socket) sendQuietly(f.socket, payload, port, host);
     else if (f.queue.length < this.o.maxQueued) f.queue.push({ host, port, data: payload.slice() });
+    return true;
   }
 
   private open(f: Flow): void {
@@ -66,7 +81,7 @@ export class UdpNat {
     }).then((s) => {
       if (f.closed) return s.close();
       f.socket = s;
-      for (const q of f.queue) s.send(q.data, q.port, q.host);
+      for (const q of f.queue) sendQuietly(s, q.data, q.port, q.host);
       f.queue = [];
     }, () => this.remove(f));
   }
@@ -77,10 +92,9 @@ export class UdpNat {
     this.flows.delete(`${f.family}|${ipToString(f.guest)}|${f.guestPort}`);
   }
 
-  private evictOldest(): void {
-    let oldest: Flow | null = null;
-    for (const f of this.flows.values()) if (!oldest || f.lastUsed < oldest.lastUsed) oldest = f;
-    if (oldest) this.remove(oldest);
+  private expireIdle(): void {
+    const now = Date.now();
+    for (const f of [...this.flows.values()]) if (now - f.lastUsed > this.o.idleMs) this.remove(f);
   }
 
   private startSweeper(): void {
