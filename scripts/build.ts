@@ -4,7 +4,9 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
-const assets = ["build/guest/vmlinux", "build/guest/initramfs.cpio.gz", "native/target/release/libmsbvmm.so"];
+const assets = [
+  "build/guest/vmlinux", "build/guest/initramfs.cpio.gz", "build/guest/default-rootfs.tar.gz", "native/target/release/libmsbvmm.so",
+];
 for (const asset of assets) {
   if (!existsSync(join(root, asset))) {
     console.error(`build: ${asset} is missing; run scripts/setup.sh, which builds it first`);

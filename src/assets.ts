@@ -13,12 +13,18 @@ export interface GuestAssets {
 
 const KERNEL_NAME = "vmlinux";
 const INITRD_NAME = "initramfs.cpio.gz";
+const ROOTFS_NAME = "default-rootfs.tar.gz";
 
 export async function guestAssets(): Promise<GuestAssets> {
   return {
     kernel: process.env.MSB_KERNEL ?? (await locate(KERNEL_NAME, "guest kernel")),
     initrd: process.env.MSB_INITRD ?? (await locate(INITRD_NAME, "guest initramfs")),
   };
+}
+
+/** The default root as a gzipped tar (the default image is made from it; see image/default.ts). */
+export async function defaultRootfs(): Promise<string> {
+  return process.env.MSB_DEFAULT_ROOTFS ?? (await locate(ROOTFS_NAME, "default root filesystem"));
 }
 
 /**

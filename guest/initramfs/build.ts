@@ -1,7 +1,9 @@
 // Builds the guest initramfs: /init (the msb agent), a console for the kernel, and the default
 // root filesystem at /rootfs (static busybox) that the agent chroots into when no image is given.
+// The same root is also written as a tar (default-rootfs.tar.gz beside the initramfs), from which
+// the default image msb.local/default is made, so the default root can be an overlay like any image.
 //
-//   bun guest/initramfs/build.ts --agent PATH [--out build/guest/initramfs.cpio.gz] [--busybox /bin/busybox]
+//   bun guest/initramfs/build.ts --agent PATH [--out build/guest/initramfs.cpio.gz] [--rootfs-out FILE] [--busybox /bin/busybox]
 //
 // `--init PATH` is the same as `--agent PATH` (tests use a shell script as /init). The output is
 // one gzip-compressed newc archive; every entry is owned by root:root with a fixed mtime, so the
@@ -9,13 +11,16 @@
 
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { CpioWriter } from "./cpio";
+import { CpioWriter, type CpioEntry } from "./cpio";
+import { writeTar, type TarWriteEntry } from "../../src/image/tarwriter.ts";
 
 /** The directory the agent chroots into for the default root. */
 export const ROOTFS_DIR = "rootfs";
 /** 2020-01-01T00:00:00Z: a fixed mtime (not 0, so tools comparing against "old" dates behave). */
 export const FIXED_MTIME = 1_577_836_800;
 export const DEFAULT_BUSYBOX = "/bin/busybox";
+/** The default root as a tar, written beside the initramfs and embedded in dist/msb. */
+export const DEFAULT_ROOTFS_TAR = "default-rootfs.tar.gz";
 
 const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46];
 const PT_INTERP = 3;
@@ -65,23 +70,63 @@ export function buildInitramfs(input: InitramfsInput): Uint8Array<ArrayBuffer> {
   w.add({ type: "file", path: "init", mode: 0o755, data: input.init });
 
   w.add({ type: "dir", path: ROOTFS_DIR, mode: 0o755 });
-  for (const [path, mode] of ROOTFS_DIRS) w.add({ type: "dir", path: `${ROOTFS_DIR}/${path}`, mode });
-  for (const [path, text] of Object.entries(ROOTFS_ETC)) {
-    w.add({ type: "file", path: `${ROOTFS_DIR}/${path}`, mode: 0o644, data: new TextEncoder().encode(text) });
-  }
-  w.add({ type: "file", path: `${ROOTFS_DIR}/bin/busybox`, mode: 0o755, data: input.busybox });
+  for (const entry of rootfsEntries(input)) w.add({ ...entry, path: `${ROOTFS_DIR}/${entry.path}` });
+  return w.finish();
+}
+
+/**
+ * The default root's tree (paths relative to it, parents before children): the same tree goes
+ * into the initramfs at /rootfs and into the default image's tar.
+ */
+export function rootfsEntries(input: Omit<InitramfsInput, "init">): CpioEntry[] {
+  const out: CpioEntry[] = [];
+  const seen = new Set<string>();
+  const add = (e: CpioEntry) => {
+    seen.add(e.path);
+    out.push(e);
+  };
+  const parents = (path: string) => {
+    const parts = path.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      if (!seen.has(dir)) add({ type: "dir", path: dir, mode: 0o755 });
+    }
+  };
+  for (const [path, mode] of ROOTFS_DIRS) add({ type: "dir", path, mode });
+  for (const [path, text] of Object.entries(ROOTFS_ETC)) add({ type: "file", path, mode: 0o644, data: new TextEncoder().encode(text) });
+  add({ type: "file", path: "bin/busybox", mode: 0o755, data: input.busybox });
   for (const applet of [...new Set(input.applets)].sort()) {
-    const path = `${ROOTFS_DIR}/${applet}`;
-    if (applet === "bin/busybox" || w.has(path)) continue;
-    addParents(w, path);
-    w.add({ type: "symlink", path, target: "/bin/busybox" });
+    if (applet === "bin/busybox" || seen.has(applet)) continue;
+    parents(applet);
+    add({ type: "symlink", path: applet, target: "/bin/busybox" });
   }
   for (const [path, file] of Object.entries(input.rootfsFiles ?? {}).sort(([a], [b]) => a.localeCompare(b))) {
-    const full = `${ROOTFS_DIR}/${path.replace(/^\/+/, "")}`;
-    addParents(w, full);
-    w.add({ type: "file", path: full, mode: file.mode, data: file.data });
+    const rel = path.replace(/^\/+/, "");
+    parents(rel);
+    add({ type: "file", path: rel, mode: file.mode, data: file.data });
   }
-  return w.finish();
+  return out;
+}
+
+/**
+ * The default root as a plain tar (root:root, fixed mtime; deterministic), from which the
+ * default image (msb.local/default) is made on first use: see src/image/default.ts.
+ */
+export function buildRootfsTar(input: Omit<InitramfsInput, "init">): Uint8Array<ArrayBuffer> {
+  const entries: TarWriteEntry[] = [{ path: "./", type: "dir", mode: 0o755, mtime: FIXED_MTIME }];
+  for (const e of rootfsEntries(input)) {
+    const common = { path: e.type === "dir" ? `${e.path}/` : e.path, mode: e.mode ?? 0o777, mtime: FIXED_MTIME };
+    if (e.type === "file") entries.push({ ...common, data: e.data });
+    else if (e.type === "dir") entries.push({ ...common, type: "dir" });
+    else if (e.type === "symlink") entries.push({ ...common, type: "symlink", linkname: e.target });
+    else throw new InitramfsError(`the default root has an entry of type ${e.type} (${e.path}), which its tar does not carry`);
+  }
+  return writeTar(entries);
+}
+
+/** The default root's tar, gzipped (level 9, deterministic). */
+export function buildRootfsTarGz(input: Omit<InitramfsInput, "init">): Uint8Array<ArrayBuffer> {
+  return Bun.gzipSync(buildRootfsTar(input), { level: 9 });
 }
 
 /** Builds and gzips the archive (level 9; gzip output is deterministic, its header carries no time). */
@@ -137,16 +182,8 @@ function requireStaticElf(data: Uint8Array, path: string, what: string): void {
   }
 }
 
-function addParents(w: CpioWriter, path: string): void {
-  const parts = path.split("/");
-  for (let i = 1; i < parts.length; i++) {
-    const dir = parts.slice(0, i).join("/");
-    if (!w.has(dir)) w.add({ type: "dir", path: dir, mode: 0o755 });
-  }
-}
-
-function parseArgs(argv: string[]): { init: string; out: string; busybox: string } {
-  const usage = "usage: bun guest/initramfs/build.ts --agent PATH [--out FILE] [--busybox PATH]";
+function parseArgs(argv: string[]): { init: string; out: string; busybox: string; rootfsOut: string } {
+  const usage = "usage: bun guest/initramfs/build.ts --agent PATH [--out FILE] [--rootfs-out FILE] [--busybox PATH]";
   const values: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -155,17 +192,19 @@ function parseArgs(argv: string[]): { init: string; out: string; busybox: string
       console.log(usage);
       process.exit(0);
     }
-    if (!["--agent", "--init", "--out", "--busybox"].includes(flag)) throw new InitramfsError(`unknown argument ${arg}\n${usage}`);
+    if (!["--agent", "--init", "--out", "--busybox", "--rootfs-out"].includes(flag)) throw new InitramfsError(`unknown argument ${arg}\n${usage}`);
     const value = inline ?? argv[++i];
     if (value === undefined || value === "") throw new InitramfsError(`${flag} needs a value\n${usage}`);
     values[flag === "--init" ? "--agent" : flag] = value;
   }
   if (!values["--agent"]) throw new InitramfsError(`--agent PATH is required (the static agent binary, e.g. from guest/agent)\n${usage}`);
   const root = resolve(import.meta.dir, "../..");
+  const out = values["--out"] ?? join(root, "build/guest/initramfs.cpio.gz");
   return {
     init: values["--agent"],
-    out: values["--out"] ?? join(root, "build/guest/initramfs.cpio.gz"),
+    out,
     busybox: values["--busybox"] ?? DEFAULT_BUSYBOX,
+    rootfsOut: values["--rootfs-out"] ?? join(dirname(resolve(out)), DEFAULT_ROOTFS_TAR),
   };
 }
 
@@ -174,12 +213,18 @@ function main(): void {
   if (!existsSync(args.init)) throw new InitramfsError(`init binary ${args.init} does not exist; build the agent first (guest/agent)`);
   const init = new Uint8Array(readFileSync(args.init));
   checkInit(init, args.init);
-  const gz = buildInitramfsGz({ init, ...loadBusybox(args.busybox) });
+  const busybox = loadBusybox(args.busybox);
+  const gz = buildInitramfsGz({ init, ...busybox });
   mkdirSync(dirname(resolve(args.out)), { recursive: true });
   const temp = `${args.out}.${process.pid}.tmp`;
   writeFileSync(temp, gz);
   renameSync(temp, args.out);
   console.log(`initramfs: wrote ${args.out} (${gz.length} bytes; /init from ${args.init}, busybox from ${args.busybox})`);
+  const rootfs = buildRootfsTarGz(busybox);
+  const rootfsTemp = `${args.rootfsOut}.${process.pid}.tmp`;
+  writeFileSync(rootfsTemp, rootfs);
+  renameSync(rootfsTemp, args.rootfsOut);
+  console.log(`initramfs: wrote ${args.rootfsOut} (${rootfs.length} bytes; the default image's root)`);
 }
 
 if (import.meta.main) {

@@ -264,7 +264,7 @@ async function convertLayers(
  *   await importRootfs(Bun.file("rootfs.tar").stream(), "msb/default:1", { cmd: ["/bin/sh"] });
  */
 export async function importRootfs(
-  tar: ReadableStream<Uint8Array>, tag: string, runtime: RuntimeConfig = {}, opts: Omit<ImportOptions, "tag"> = {},
+  tar: ReadableStream<Uint8Array>, tag: string, runtime: RuntimeConfig = {}, opts: Omit<ImportOptions, "tag"> & { source?: string } = {},
 ): Promise<ImageRecord> {
   const store = opts.store ?? new ImageStore();
   const ref = parseReference(tag);
@@ -295,7 +295,7 @@ export async function importRootfs(
     });
     const record: ImageRecord = {
       id: `sha256:${sha256Hex(new TextEncoder().encode(manifest))}`,
-      configDigest, config, layers: [layer], source: `rootfs:${formatReference(ref)}`, createdAt: new Date().toISOString(),
+      configDigest, config, layers: [layer], source: opts.source ?? `rootfs:${formatReference(ref)}`, createdAt: new Date().toISOString(),
     };
     store.publish(record, new Map([[layer.diffId, out]]), [ref]);
     return record;

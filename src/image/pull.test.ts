@@ -72,7 +72,7 @@ function fsckOk(path: string) {
 }
 
 /** A proxy in front of the registry that can inject faults per request. */
-function faultProxy(reg: TestRegistry, fault: (path: string, n: number, req: Request) => "500" | "429" | "truncate" | "hang" | "corrupt" | Response | Promise<Response> | undefined) {
+function faultProxy(reg: TestRegistry, fault: (path: string, n: number, req: Request) => "500" | "429" | "truncate" | "hang" | "corrupt" | Response | Promise<Response | undefined> | undefined) {
   let n = 0;
   const server = Bun.serve({
     hostname: "127.0.0.1",
