@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Sandbox } from "./sandbox";
 import { ImageStore } from "./image/store";
+import { DEFAULT_IMAGE, ensureDefaultImage } from "./image/default";
 import { busyboxEntries, have, SIX_LAYERS, skopeoPush, startRegistry, writeOciLayout, type TestRegistry } from "./image/harness";
 import { MAX_IMAGE_LAYERS } from "./supervisor";
 import { fixtureDir } from "../bench/image-fixture-debian";
@@ -126,6 +127,23 @@ describe("a sandbox from an image", () => {
     const error = await Sandbox.create({ image: `${registry.host}/test/nope:latest`, backend: "qemu" }).catch((e) => e);
     expect(error.message).toContain("test/nope");
     expect(leftoverSandboxes(home)).toEqual([]);
+  });
+});
+
+describe("the default root as an image", () => {
+  test(`${DEFAULT_IMAGE} runs as an overlay root: busybox there, writes private, its layer unchanged`, async () => {
+    const root = await ensureDefaultImage();
+    expect(root.layers).toHaveLength(1);
+    const before = hashTree(root.layers);
+    await using first = await Sandbox.create({ image: DEFAULT_IMAGE, pull: "never", backend: "qemu" });
+    await using second = await Sandbox.create({ image: DEFAULT_IMAGE, pull: "never", backend: "qemu" });
+    expect(first.image?.id).toBe(root.id);
+    const mine = await first.shell("grep -c '^overlay / overlay' /proc/mounts; echo mine > /etc/motd; rm /bin/ls; cat /etc/motd; head -1 /etc/os-release");
+    expect(mine.stdout).toBe('1\nmine\nNAME="msb default root"\n');
+    const other = await second.shell("ls /etc/motd; ls /bin/ls");
+    expect(other.stdout).toBe("/bin/ls\n");
+    expect(other.stderr).toContain("/etc/motd");
+    expect(hashTree(root.layers)).toEqual(before);
   });
 });
 
