@@ -11,6 +11,7 @@ export { ImageError, type ImageErrorCode } from "./errors.ts";
 export { parseReference, formatReference, displayReference, type ImageRef } from "./reference.ts";
 export { pullImage, ensureImage, PULL_POLICIES, type PullPolicy, type PullEvent, type PullOptions, type EnsureOptions } from "./pull.ts";
 export { flattenImage, type FlattenStats } from "./flatten.ts";
+export { parseImageUser, resolveImageUser, readFromLayers, type ImageUser, type ResolvedUser } from "./user.ts";
 export { DEFAULT_IMAGE, DEFAULT_RUNTIME, defaultImageReference, ensureDefaultImage } from "./default.ts";
 export { importImage, importRootfs, type ImportOptions, type ImportResult } from "./import.ts";
 export { ImageStore, runtimeConfig, type GuestRoot, type ImageRecord, type ImageSummary, type RemoveOptions, type RuntimeConfig } from "./store.ts";

@@ -146,6 +146,8 @@ d("pull from a real registry", () => {
     const root = store.guestRoot(`${basicReg.host}/test/busybox:v1`);
     expect(root.config).toEqual({ entrypoint: ["/bin/sh", "-c"], cmd: ["echo hi"], env: ["PATH=/bin", "A=1"], workingDir: "/data", user: "65534" });
     expect(root.layers.length).toBe(3);
+    // ensureImage also resolves User against the image's /etc/passwd (busybox layer: nobody).
+    expect((await ensureImage(`${basicReg.host}/test/busybox:v1`, { store, policy: "never" })).config.userIds).toEqual({ uid: 65534, gid: 65534, home: "/" });
     for (let i = 0; i < 3; i++) {
       fsckOk(root.layers[i]!);
       expect(statSync(root.layers[i]!).mode & 0o777).toBe(0o444);

@@ -10,6 +10,7 @@ import { ImageError, withContext } from "./errors.ts";
 import { sha256Stream, type Sha256Stream } from "./hasher.ts";
 import { flattenImage, type FlattenStats } from "./flatten.ts";
 import { tarToErofs } from "./layer.ts";
+import { resolveImageUser } from "./user.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 import {
   contentRangeStart, LAYER_MEDIA_TYPES, MediaType, readBounded, RegistryClient, selectPlatform, sha256Hex,
@@ -97,6 +98,7 @@ export async function ensureImage(input: string, opts: EnsureOptions = {}): Prom
   const store = opts.store ?? new ImageStore();
   const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing" });
   const root = store.guestRoot(rec.id);
+  if (root.config.user !== undefined) root.config.userIds = resolveImageUser(root.layers, root.config.user, `image ${input}`);
   if (opts.maxLayers !== undefined && root.layers.length > Math.max(1, opts.maxLayers))
     return { ...root, layers: [await flattenImage(store, rec.id, opts.onFlatten)] };
   return root;

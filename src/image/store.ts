@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { msbHome } from "../paths.ts";
 import { ImageError } from "./errors.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
+import { parseImageUser, type ResolvedUser } from "./user.ts";
 
 /** Bumped when the EROFS writer's output changes meaning; older layers are then rebuilt. */
 export const LAYER_FORMAT = 1;
@@ -47,7 +48,10 @@ export interface RuntimeConfig {
   cmd?: string[];
   env?: string[];
   workingDir?: string;
+  /** `User` as the image config writes it (user, uid, user:group, uid:gid); checked when read. */
   user?: string;
+  /** `user` resolved against the image's /etc/passwd and /etc/group (set by ensureImage). */
+  userIds?: ResolvedUser;
 }
 
 export interface ImageRecord {
@@ -260,7 +264,9 @@ export class ImageStore {
       if (!existsSync(p)) throw new ImageError("NOT_IN_STORE", `image ${input}: layer ${l.diffId} is missing from the store; run msb pull ${input} again`);
       return p;
     });
-    return { id: rec.id, layers, config: runtimeConfig(rec.config) };
+    const config = runtimeConfig(rec.config);
+    if (config.user !== undefined) parseImageUser(config.user, `image ${input}`);
+    return { id: rec.id, layers, config };
   }
 
   /** Re-hashes an image's layer files against the digests recorded when they were written. */
