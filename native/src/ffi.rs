@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::vhost_user::VhostUserFs;
 use crate::vmm::{VmConfig, VmExit, Vmm};
 use crate::vstate::kvm;
 
@@ -199,10 +200,88 @@ pub extern "C" fn msb_kvm_kind() -> i32 {
     kvm::kvm_kind() as i32
 }
 
-/// ABI version; bumped on any incompatible change to these functions.
+/// ABI version; bumped on any change to these functions (2: vhost-user-fs backends).
 #[no_mangle]
 pub extern "C" fn msb_abi_version() -> u32 {
-    1
+    2
+}
+
+fn fs_registry() -> &'static Mutex<HashMap<u64, VhostUserFs>> {
+    static R: OnceLock<Mutex<HashMap<u64, VhostUserFs>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Option<&'a str> {
+    if p.is_null() {
+        set_error(format!("{what} is NULL"));
+        return None;
+    }
+    match unsafe { CStr::from_ptr(p) }.to_str() {
+        Ok(s) => Some(s),
+        Err(_) => {
+            set_error(format!("{what} is not UTF-8"));
+            None
+        }
+    }
+}
+
+/// Starts a vhost-user-fs backend on its own thread: listens on `socket_path` (must not exist),
+/// serves `shared_dir` (read-only when `read_only` != 0) to the first front end (QEMU's
+/// vhost-user-fs-device) that connects. Returns a handle > 0, or 0 on error.
+/// # Safety
+/// `socket_path` and `shared_dir` must be NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn msb_vhost_user_fs_start(socket_path: *const c_char, shared_dir: *const c_char, read_only: i32) -> u64 {
+    guarded(0, || {
+        let (Some(sock), Some(dir)) = (unsafe { arg_str(socket_path, "socket path") }, unsafe { arg_str(shared_dir, "shared directory") }) else {
+            return 0;
+        };
+        match VhostUserFs::start(sock, dir, read_only != 0) {
+            Ok(b) => {
+                let h = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+                fs_registry().lock().unwrap_or_else(|p| p.into_inner()).insert(h, b);
+                h
+            }
+            Err(e) => {
+                set_error(e.to_string());
+                0
+            }
+        }
+    })
+}
+
+/// 0 while the backend serves, 1 once it has ended (front end gone or stopped), -1 bad handle.
+#[no_mangle]
+pub extern "C" fn msb_vhost_user_fs_finished(h: u64) -> i32 {
+    guarded(-1, || match fs_registry().lock().unwrap_or_else(|p| p.into_inner()).get(&h) {
+        Some(b) => b.is_finished() as i32,
+        None => {
+            set_error(format!("unknown vhost-user-fs handle {h}"));
+            -1
+        }
+    })
+}
+
+/// Stops the backend, joins its thread, removes the socket and frees the handle. 0 if it ended
+/// cleanly, 1 if it had ended with an error (msb_last_error says which), -1 for a bad handle.
+#[no_mangle]
+pub extern "C" fn msb_vhost_user_fs_stop(h: u64) -> i32 {
+    guarded(-1, || {
+        let b = fs_registry().lock().unwrap_or_else(|p| p.into_inner()).remove(&h);
+        match b {
+            Some(mut b) => match b.stop() {
+                Ok(()) => 0,
+                Err(e) => {
+                    set_error(e);
+                    1
+                }
+            },
+            None => {
+                set_error(format!("unknown vhost-user-fs handle {h}"));
+                -1
+            }
+        }
+    })
 }
 
 #[cfg(test)]

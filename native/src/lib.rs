@@ -5,5 +5,6 @@ pub mod ffi;
 pub mod fuse;
 pub mod json;
 pub mod sys;
+pub mod vhost_user;
 pub mod vmm;
 pub mod vstate;

@@ -178,13 +178,30 @@ pub struct FuseServer {
     handles: HashMap<u64, Handle>,
     next_fh: u64,
     initialized: bool,
+    /// Single-file share: the root directory shows only this entry and cannot change.
+    only: Option<Vec<u8>>,
 }
 
 type R = Result<Vec<u8>, i32>;
 
 impl FuseServer {
-    /// Shares `dir` (which must exist and be a directory); `read_only` refuses every change.
-    pub fn new(dir: &str, read_only: bool) -> Result<FuseServer, String> {
+    /// Shares `path`: a directory, or a single regular file (then the guest sees its parent
+    /// directory holding that one entry and nothing else). `read_only` refuses every change.
+    pub fn new(path: &str, read_only: bool) -> Result<FuseServer, String> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot share {path}: {e}"))?;
+        if meta.is_file() {
+            let p = std::path::Path::new(path);
+            let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+                return Err(format!("cannot share {path}: no parent directory"));
+            };
+            let mut s = FuseServer::new(parent.to_str().ok_or("path is not UTF-8")?, read_only)?;
+            s.only = Some(std::os::unix::ffi::OsStrExt::as_bytes(name).to_vec());
+            return Ok(s);
+        }
+        if !meta.is_dir() {
+            return Err(format!("cannot share {path}: only directories and regular files can be shared"));
+        }
+        let dir = path;
         let fd = open_root(dir).map_err(|e| format!("cannot open shared directory {dir}: {}", std::io::Error::from_raw_os_error(e)))?;
         let st = stat_fd(fd.as_raw_fd()).map_err(|e| format!("cannot stat shared directory {dir}: {}", std::io::Error::from_raw_os_error(e)))?;
         let mut inodes = HashMap::new();
@@ -197,6 +214,7 @@ impl FuseServer {
             handles: HashMap::new(),
             next_fh: 1,
             initialized: false,
+            only: None,
         })
     }
 
@@ -253,6 +271,9 @@ impl FuseServer {
         let mutating = matches!(op, SETATTR | SYMLINK | MKNOD | MKDIR | UNLINK | RMDIR | RENAME | LINK | WRITE | CREATE | SETXATTR | REMOVEXATTR | FALLOCATE | RENAME2);
         if mutating && self.read_only {
             return Err(EROFS);
+        }
+        if self.only.is_some() {
+            self.check_single_file(op, node, body)?;
         }
         match op {
             LOOKUP => {
@@ -459,6 +480,24 @@ impl FuseServer {
             }
             _ => Err(ENOSYS),
         }
+    }
+
+    /// In a single-file share the root directory is fixed: only the shared name can be looked
+    /// up, and nothing in the root is created, removed or renamed.
+    fn check_single_file(&self, op: u32, node: u64, body: &[u8]) -> Result<(), i32> {
+        let only = self.only.as_deref().unwrap_or_default();
+        match op {
+            LOOKUP if node == ROOT_ID => {
+                let name = (Args { b: body }).name()?;
+                if name != only {
+                    return Err(ENOENT);
+                }
+            }
+            SYMLINK | MKNOD | MKDIR | UNLINK | RMDIR | RENAME | RENAME2 | LINK | CREATE if node == ROOT_ID => return Err(EACCES),
+            SETATTR if node == ROOT_ID => return Err(EACCES),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn init(&mut self, body: &[u8]) -> R {
@@ -681,12 +720,18 @@ impl FuseServer {
         Ok(attr_out(&stat_fd(fd)?))
     }
 
+    fn is_root_fd(&self, fd: i32) -> bool {
+        let (Ok(a), Some(root)) = (stat_fd(fd), self.inodes.get(&ROOT_ID)) else { return false };
+        a.dev == root.dev && a.ino == root.ino
+    }
+
     fn readdir(&mut self, fh: u64, off: u64, size: usize) -> R {
         let fd = self.handle_fd(fh)?;
         if off > i64::MAX as u64 {
             return Err(EINVAL);
         }
         seek_fd(fd, off as i64)?;
+        let filter = self.only.clone().filter(|_| self.is_root_fd(fd));
         let mut out = Vec::new();
         let mut buf = vec![0u8; 32 * 1024];
         'outer: loop {
@@ -705,6 +750,12 @@ impl FuseServer {
                 }
                 let raw = &buf[p + 19..p + reclen];
                 let name = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
+                p += reclen;
+                if let Some(only) = &filter {
+                    if name != only.as_slice() && name != b"." && name != b".." {
+                        continue;
+                    }
+                }
                 let entlen = 24 + name.len();
                 let padded = (entlen + 7) & !7;
                 if out.len() + padded > size {
@@ -715,7 +766,6 @@ impl FuseServer {
                 out.extend_from_slice(&o.0);
                 out.extend_from_slice(name);
                 out.resize(out.len() + padded - entlen, 0);
-                p += reclen;
             }
         }
         Ok(out)
@@ -754,4 +804,4 @@ fn attr_out(st: &Stat) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
+pub mod tests;

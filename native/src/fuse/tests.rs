@@ -347,3 +347,28 @@ fn hostile_requests_get_errors_not_panics() {
     let outside: Vec<_> = fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(outside, vec![std::ffi::OsString::from("share")], "nothing appeared beside the share");
 }
+
+#[test]
+fn a_single_file_share_shows_that_file_and_nothing_beside_it() {
+    let t = Tmp::new("single");
+    fs::write(t.0.join("share/config.toml"), b"a = 1").unwrap();
+    fs::write(t.0.join("share/sibling"), b"private").unwrap();
+    let file = t.0.join("share/config.toml");
+    let mut f = T::new(file.to_str().unwrap(), false);
+    assert_eq!(f.lookup(ROOT_ID, "sibling"), Err(ENOENT));
+    assert_eq!(f.readdir(ROOT_ID), vec![".", "..", "config.toml"]);
+    let id = f.lookup(ROOT_ID, "config.toml").unwrap();
+    let fh = f.open(id, O_RDWR).unwrap();
+    assert_eq!(f.read(fh, 0, 10).unwrap(), b"a = 1");
+    assert_eq!(f.write(fh, 0, b"b").unwrap(), 1);
+    assert_eq!(fs::read(&file).unwrap(), b"b = 1");
+    assert_eq!(f.create(ROOT_ID, "new", 0o644).unwrap_err(), EACCES);
+    assert_eq!(f.call(UNLINK, ROOT_ID, b"config.toml\0").0, EACCES);
+    assert_eq!(f.rename(ROOT_ID, "config.toml", ROOT_ID, "sibling"), EACCES);
+    assert_eq!(f.link(id, ROOT_ID, "again"), EACCES);
+    assert_eq!(fs::read(t.0.join("share/sibling")).unwrap(), b"private");
+    let mut ro = T::new(file.to_str().unwrap(), true);
+    let id = ro.lookup(ROOT_ID, "config.toml").unwrap();
+    assert_eq!(ro.open(id, O_WRONLY), Err(EROFS));
+    assert!(FuseServer::new("/dev/null", false).err().unwrap().contains("only directories and regular files"));
+}

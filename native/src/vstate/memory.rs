@@ -41,6 +41,9 @@ pub struct Region {
 
 pub struct GuestMemory {
     regions: Vec<Region>,
+    /// What Drop unmaps: the regions themselves, or (vhost-user) whole fd mappings that the
+    /// regions start somewhere inside.
+    mappings: Vec<(*mut u8, usize)>,
 }
 
 // The mappings live as long as GuestMemory; concurrent access from vCPU and device threads is
@@ -77,7 +80,24 @@ impl GuestMemory {
             unsafe { sys::madvise(p, len as usize, sys::MADV_DONTFORK) };
             regions.push(Region { gpa, size: len, host: p as *mut u8 });
         }
-        Ok(GuestMemory { regions })
+        let mappings = regions.iter().map(|r| (r.host, r.size as usize)).collect();
+        Ok(GuestMemory { regions, mappings })
+    }
+
+    /// Guest memory mapped by someone else's description (a vhost-user memory table). The
+    /// mappings become ours: Drop unmaps them. Overlapping or wrapping regions are refused.
+    /// # Safety
+    /// Each region's [host, host+size) must lie inside one of `mappings`, which must be live
+    /// mmap()ed ranges not otherwise unmapped.
+    pub unsafe fn from_mappings(regions: Vec<Region>, mappings: Vec<(*mut u8, usize)>) -> Result<GuestMemory, MemoryError> {
+        let mem = GuestMemory { regions, mappings };
+        for (i, r) in mem.regions.iter().enumerate() {
+            let end = r.gpa.checked_add(r.size).ok_or(MemoryError::OutOfRange { addr: r.gpa, len: r.size })?;
+            if r.size == 0 || mem.regions[..i].iter().any(|o| r.gpa < o.gpa + o.size && o.gpa < end) {
+                return Err(MemoryError::OutOfRange { addr: r.gpa, len: r.size });
+            }
+        }
+        Ok(mem)
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -155,8 +175,8 @@ impl GuestMemory {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
-        for r in &self.regions {
-            unsafe { sys::munmap(r.host as *mut c_void, r.size as usize) };
+        for &(p, len) in &self.mappings {
+            unsafe { sys::munmap(p as *mut c_void, len) };
         }
     }
 }

@@ -1,6 +1,7 @@
 // virtio devices over the MMIO transport.
 pub mod blk;
 pub mod console;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod queue;
