@@ -3,6 +3,7 @@
 
 import { z } from "zod";
 import { MsbError } from "./errors";
+import { ruleInputSchema } from "../netstack/policy/rules";
 
 export const SANDBOX_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
@@ -28,10 +29,24 @@ export const sandboxOptionsSchema = z
      * or cloud metadata), `all` (everything the host can reach, the host's loopback included).
      */
     network: z.enum(["none", "public", "all"]).default("public"),
+    /**
+     * Egress rules on top of `network` (netstack/README.md, "Egress policy"): compact strings like
+     * `tcp:api.example.com:443`, `cidr:10.1.0.0/16`, `group:host`, or `{ to, proto?, ports?, direction? }`.
+     * Deny rules are checked first, then allow rules, then the preset; `deny: ["any"]` makes the
+     * default deny, so only what `allow` names passes.
+     */
+    allow: z.array(ruleInputSchema).default([]),
+    deny: z.array(ruleInputSchema).default([]),
     /** Published ports, `[IP:]HOST:GUEST[/udp]`; bound to 127.0.0.1 unless an IP is given. */
     ports: z.array(z.string()).default([]),
     /** Keep running after the creating process exits. */
     detached: z.boolean().default(false),
+    /**
+     * A main command the supervisor runs once the sandbox is up (`msb run -d IMAGE -- CMD`): the
+     * image's Entrypoint followed by these arguments (by its Cmd when empty). The sandbox stops
+     * when it exits; its output is in `msb logs`. Without it a sandbox waits for commands.
+     */
+    command: z.array(z.string()).optional(),
     /** The guest's host name (default: the sandbox's name). */
     hostname: z
       .string()

@@ -27,7 +27,7 @@ export const KILL_SIGNAL = "SIGUSR2";
 
 const LIVE: readonly SandboxStatus[] = ["starting", "running", "stopping"];
 
-export function isLive(record: SandboxRecord): boolean {
+export function isLive(record: Pick<SandboxRecord, "status">): boolean {
   return LIVE.includes(record.status);
 }
 

@@ -1,29 +1,37 @@
 // The SDK's sandbox: creates a sandbox (or finds one by name), runs commands in it, stops it.
 // The CLI is a thin layer over this class.
 
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { AgentClient, type ExecProcess, type ExitStatus } from "./agent/client";
 import { parseSandboxOptions, type SandboxConfig, type SandboxOptions } from "./config";
 import { MsbError } from "./errors";
+import { SandboxFs } from "./fs";
 import { sandboxDir } from "./paths";
 import { findSandbox, getSandboxRecord, insertSandbox, listSandboxRecords, type SandboxImage, type SandboxRecord } from "./state";
 import { ensureImage, type PullEvent } from "./image";
 import { MAX_IMAGE_LAYERS, type BootTimings } from "./supervisor";
 import { isLive, killSandbox, removeSandbox, startSandbox, stopSandbox, waitUntilStopped } from "./lifecycle";
 
-export interface ExecOptions {
+interface CommandOptions {
   env?: Record<string, string>;
   cwd?: string;
+  /** Run as a user: a name from the sandbox's /etc/passwd, `uid`, `uid:gid` or `name:group`. */
+  user?: string;
+  /** Kill the command (its whole process group) after this many ms; the result says `timedOut`. */
+  timeoutMs?: number;
+}
+
+export interface ExecOptions extends CommandOptions {
   /** Input for the command; without it the command reads /dev/null. */
   stdin?: string | Uint8Array;
 }
 
-export interface SpawnOptions {
-  env?: Record<string, string>;
-  cwd?: string;
+export interface SpawnOptions extends CommandOptions {
   /** Stream input with write()/end(); otherwise the command reads /dev/null. */
   stdin?: boolean;
+  /** Run on a pseudo-terminal of this size: output all on stdout, resize() applies. */
+  tty?: { cols: number; rows: number };
 }
 
 export interface ExecResult extends ExitStatus {
@@ -40,6 +48,8 @@ export interface CreateHooks {
   onPullProgress?: (event: PullEvent) => void;
   /** Remove a sandbox of the same name first (stopping it if it runs). */
   replace?: boolean;
+  /** Remove the sandbox entirely when it stops (default: when it has no name). */
+  ephemeral?: boolean;
 }
 
 /** What `Sandbox.list()` reports about each recorded sandbox. */
@@ -90,14 +100,13 @@ function randomName(): string {
 export async function defineSandbox(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<SandboxRecord> {
   const config = parseSandboxOptions(options);
   const image = config.image ? await resolveImage(config, hooks) : undefined;
-  const ephemeral = config.name === undefined;
+  const ephemeral = hooks.ephemeral ?? config.name === undefined;
   const name = config.name ?? randomName();
   if (hooks.replace && findSandbox(name)) await removeSandbox(name, true);
   const dir = sandboxDir(name);
   const record = insertSandbox({ name, config, image, ephemeral });
   // A directory without a row is what a crash between the two leaves; it is ours now.
   if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
-  const { mkdirSync } = await import("node:fs");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   return record;
 }
@@ -124,7 +133,12 @@ export class Sandbox {
     readonly timings: BootTimings | undefined,
     /** Whether disposing of this object stops the sandbox (it was created attached here). */
     private readonly owned: boolean,
-  ) {}
+  ) {
+    this.fs = new SandboxFs(client);
+  }
+
+  /** Files in the sandbox: streaming read/write, stat, list, mkdir, remove, copyIn/copyOut. */
+  readonly fs: SandboxFs;
 
   /**
    * Creates and starts a sandbox. It stops when this process exits unless `detached`; unnamed
@@ -187,12 +201,16 @@ export class Sandbox {
       env: options.env,
       cwd: options.cwd ?? this.config.workdir ?? (this.image?.config.workingDir || undefined),
       stdin: options.stdin ?? false,
+      user: options.user,
+      timeoutMs: options.timeoutMs,
+      tty: options.tty,
     });
   }
 
   /** Runs a command to completion and collects its output. */
   async exec(command: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecResult> {
-    const process = this.spawn(command, args, { env: options.env, cwd: options.cwd, stdin: options.stdin !== undefined });
+    const { stdin, ...rest } = options;
+    const process = this.spawn(command, args, { ...rest, stdin: stdin !== undefined });
     const input = options.stdin === undefined ? undefined : (async () => {
       await process.write(options.stdin!);
       await process.end();

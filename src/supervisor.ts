@@ -30,9 +30,10 @@ import {
   type SandboxRecord,
 } from "./state";
 import { ExecLog } from "./exec-log";
+import { commandFor } from "./image";
 import { KILL_SIGNAL } from "./lifecycle";
 import { MsbError } from "./errors";
-import { NetStack, type Closable, type EgressPolicy } from "../netstack";
+import { compilePolicy, NetStack, testResolverFromEnv, type Closable, type CompiledPolicy } from "../netstack";
 
 /** How long a guest gets to power off after SHUTDOWN before the VM is killed. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -83,6 +84,8 @@ interface ClientState {
 interface Route {
   client: ClientState | undefined;
   localStream: number;
+  /** The sandbox's main command: the sandbox stops when it exits. */
+  main?: boolean;
 }
 
 export class Supervisor {
@@ -216,12 +219,22 @@ export class Supervisor {
   private async startNetwork(): Promise<string | undefined> {
     const config = this.record.config;
     if (config.network === "none") return undefined;
-    const allowAll: EgressPolicy = () => true;
+    let policy: CompiledPolicy;
+    try {
+      // The host's own addresses (group host) are read now, at the sandbox's start.
+      policy = compilePolicy({ preset: config.network, allow: config.allow, deny: config.deny });
+    } catch (cause) {
+      throw new MsbError("invalid_config", `sandbox ${this.record.name}: ${(cause as Error).message}`, { cause });
+    }
     this.network = new NetStack({
       // Large frames: bulk transfers move 64 KiB per frame over qemu's plain-frame stream.
       mtu: 65520,
-      policy: config.network === "all" ? allowAll : undefined,
+      policy,
+      name: this.record.name,
       publishedPorts: config.ports,
+      // Tests only (unset otherwise): the hostile-guest suite's own DNS server.
+      resolver: testResolverFromEnv(),
+      // Denial lines (rate-limited by the stack) go to supervisor.log, which is also our stderr.
       log: (message) => this.log(`net: ${message}`),
     });
     try {
@@ -263,6 +276,24 @@ export class Supervisor {
     }
     this.clients.add(client);
     this.noteActivity();
+  }
+
+  /** Starts the sandbox's main command (no client: its output goes to the exec log only). */
+  runMainCommand(argv: string[]): void {
+    if (!this.agent || this.agent.isClosed) return;
+    const stream = this.allocateAgentStream();
+    this.routes.set(stream, { client: undefined, localStream: 0, main: true });
+    const config = this.record.config;
+    const request = {
+      argv,
+      cwd: config.workdir ?? (this.record.image?.config.workingDir || undefined),
+      ...(config.user ? { user: config.user } : {}),
+      stdin: false,
+    };
+    this.execLog.start(stream, argv);
+    this.noteActivity();
+    this.log(`main command: ${JSON.stringify(argv)}`);
+    this.agent.send(encodeJsonFrame(stream, MessageType.EXEC, request));
   }
 
   /** Tracks whether the sandbox is in use, for the idle timeout. */
@@ -323,12 +354,21 @@ export class Supervisor {
       else if (frame.type === MessageType.EXIT) {
         this.routes.delete(frame.stream);
         route.client?.streams.delete(route.localStream);
-        this.execLog.exit(frame.stream, exitPayload(frame.payload));
+        const status = exitPayload(frame.payload);
+        this.execLog.exit(frame.stream, status);
         this.noteActivity();
+        if (route.main) {
+          const how = typeof status.code === "number" ? `code ${status.code}` : `signal ${String(status.signal)}`;
+          void this.shutdown(`its main command exited (${how})`);
+        }
+      } else if (frame.type === MessageType.FILE_RESULT || frame.type === MessageType.ERROR) {
+        // Both end a stream (docs/protocol.md): its ids are free again.
+        this.routes.delete(frame.stream);
+        route.client?.streams.delete(route.localStream);
       }
       if (route.client && !route.client.connection.isClosed) {
         route.client.connection.send(encodeFrame(route.localStream, frame.type, frame.payload));
-      } else if (frame.type === MessageType.STDOUT || frame.type === MessageType.STDERR) {
+      } else if (frame.type === MessageType.STDOUT || frame.type === MessageType.STDERR || frame.type === MessageType.DATA) {
         // Nobody reads this stream any more: return the credit so the agent can drain the pipes
         // of the process we already killed.
         this.agent?.send(encodeWindow(frame.stream, frame.payload.length));
@@ -416,12 +456,12 @@ export class Supervisor {
       return;
     }
     if (!this.agent || this.agent.isClosed || this.stopping) {
-      if (frame.type === MessageType.EXEC) {
+      if (frame.type === MessageType.EXEC || frame.type === MessageType.FILE) {
         client.connection.send(encodeJsonFrame(frame.stream, MessageType.ERROR, { code: "stopping", message: `sandbox ${this.record.name} is stopping` }));
       }
       return;
     }
-    if (frame.type === MessageType.EXEC) {
+    if (frame.type === MessageType.EXEC || frame.type === MessageType.FILE) {
       if (client.streams.has(frame.stream)) {
         client.connection.send(encodeJsonFrame(frame.stream, MessageType.ERROR, { code: "stream", message: `stream ${frame.stream} is already in use` }));
         return;
@@ -429,7 +469,7 @@ export class Supervisor {
       const agentStream = this.allocateAgentStream();
       client.streams.set(frame.stream, agentStream);
       this.routes.set(agentStream, { client, localStream: frame.stream });
-      this.execLog.start(agentStream, execArgv(frame.payload));
+      if (frame.type === MessageType.EXEC) this.execLog.start(agentStream, execArgv(frame.payload));
       this.noteActivity();
       this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
       return;
@@ -437,7 +477,7 @@ export class Supervisor {
     const agentStream = client.streams.get(frame.stream);
     // Frames for a stream that has just exited race with its EXIT; dropping them is correct.
     if (agentStream === undefined) return;
-    if (frame.type === MessageType.STDIN || frame.type === MessageType.SIGNAL || frame.type === MessageType.WINDOW || frame.type === MessageType.RESIZE) {
+    if (frame.type === MessageType.STDIN || frame.type === MessageType.SIGNAL || frame.type === MessageType.WINDOW || frame.type === MessageType.RESIZE || frame.type === MessageType.DATA) {
       this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
     }
   }
@@ -657,6 +697,14 @@ export async function runSupervisor(name: string): Promise<never> {
   }
 
   if (stopDuringBoot) void supervisor.shutdown(stopDuringBoot);
+  else if (record.config.command) {
+    const image = record.image;
+    // An image with neither Entrypoint nor Cmd and no command given: nothing to run, it idles.
+    const argv = image && (record.config.command.length > 0 || image.config.entrypoint?.length || image.config.cmd?.length)
+      ? commandFor(image.config, record.config.command, image.reference)
+      : record.config.command;
+    if (argv.length > 0) supervisor.runMainCommand(argv);
+  }
   if (!record.config.detached) watchCreator(() => void supervisor.shutdown("its creator exited"));
   const { maxDurationSeconds, idleTimeoutSeconds } = record.config;
   if (maxDurationSeconds) {

@@ -56,3 +56,21 @@ export function parsePositiveInt(value: unknown, flag: string): number | undefin
   if (!Number.isInteger(n) || n <= 0) throw new MsbError("usage", `${flag} expects a positive whole number, got "${String(value)}"`);
   return n;
 }
+
+/** Checks the flags of a command that takes no `--`, and returns its positional arguments. */
+export function positionals(rawArgs: string[], args: ArgsDef, command: string, min: number, what: string): string[] {
+  checkFlags(rawArgs, args, command);
+  const values: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const arg = rawArgs[i]!;
+    if (arg.startsWith("-")) {
+      const name = arg.replace(/^--?/, "").split("=")[0]!;
+      const def = Object.entries(args).find(([key, d]) => key === name || ("alias" in d && d.alias === name))?.[1];
+      if (def && def.type === "string" && !arg.includes("=")) i++;
+      continue;
+    }
+    values.push(arg);
+  }
+  if (values.length < min) throw new MsbError("usage", `msb ${command} needs ${what}; see msb ${command} --help`);
+  return values;
+}

@@ -15,24 +15,7 @@ import {
   removeImage,
 } from "../image";
 import { imagesInUse } from "../state";
-import { checkFlags } from "./args";
-
-function positionals(rawArgs: string[], args: ArgsDef, command: string, min: number, what: string): string[] {
-  checkFlags(rawArgs, args, command);
-  const values: string[] = [];
-  for (let i = 0; i < rawArgs.length; i++) {
-    const arg = rawArgs[i]!;
-    if (arg.startsWith("-")) {
-      const name = arg.replace(/^--?/, "").split("=")[0]!;
-      const def = Object.entries(args).find(([key, d]) => key === name || ("alias" in d && d.alias === name))?.[1];
-      if (def && def.type === "string" && !arg.includes("=")) i++;
-      continue;
-    }
-    values.push(arg);
-  }
-  if (values.length < min) throw new MsbError("usage", `msb ${command} needs ${what}; see msb ${command} --help`);
-  return values;
-}
+import { checkFlags, positionals } from "./args";
 
 function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;

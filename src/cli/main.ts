@@ -7,10 +7,40 @@ import { splitCommand } from "./args";
 import { doctor } from "./doctor";
 import { image, images, loginCommand, logoutCommand, pull, rmi } from "./image";
 import { run } from "./run";
+import { create, inspect, kill, ls, ps, restart, rm, start, stop } from "./sandboxes";
+import { exec } from "./exec";
+import { logs } from "./logs";
+import { metrics } from "./metrics";
+import { completionsCommand } from "./completions";
+
+// citty's CommandDef is generic in its args; the table only needs the erased form.
+const subCommands = {
+  run,
+  exec,
+  create,
+  start,
+  stop,
+  restart,
+  kill,
+  rm,
+  ls,
+  ps,
+  inspect,
+  logs,
+  metrics,
+  pull,
+  images,
+  rmi,
+  image,
+  login: loginCommand,
+  logout: logoutCommand,
+  doctor,
+} as unknown as Record<string, CommandDef>;
+subCommands.completions = completionsCommand(() => subCommands) as unknown as CommandDef;
 
 export const main = defineCommand({
   meta: { name: "msb", version: VERSION, description: "Run untrusted code in local microVMs" },
-  subCommands: { run, pull, images, rmi, image, login: loginCommand, logout: logoutCommand, doctor },
+  subCommands,
 });
 
 /** Runs the CLI; errors become one clear line on stderr and a non-zero exit. */
