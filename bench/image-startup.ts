@@ -1,0 +1,137 @@
+// Start-up added by images: Sandbox.create() → first byte of `echo` for the embedded initramfs
+// root, the default image (msb.local/default, one EROFS disk under an overlay), a cached
+// 4-layer image (four disks), a cached 7-layer image (flattened to one disk), and the Debian
+// python3 image when its fixture is built. Also the host-side costs: importing the default image
+// on first use, resolving a cached image, and flattening (the 7-layer image, and Debian + 6
+// layers for a large tree). Runs interleaved so machine load affects all alike.
+//
+//   bun bench/image-startup.ts [runs]      (default 3 runs each; qemu backend)
+
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Sandbox } from "../src/sandbox";
+import { QemuBackend } from "../src/vm/qemu";
+import { MAX_IMAGE_LAYERS } from "../src/supervisor";
+import { busyboxEntries, SIX_LAYERS, writeOciLayout } from "../src/image/harness";
+import { importImage } from "../src/image/import";
+import { ensureImage } from "../src/image/pull";
+import { DEFAULT_IMAGE, ensureDefaultImage } from "../src/image/default";
+import { ImageStore } from "../src/image/store";
+import { fixtureDir } from "./image-fixture-debian";
+
+const runs = Number(process.argv[2] ?? 3);
+const home = mkdtempSync(join(tmpdir(), "msb-bench-image-startup-"));
+process.env.MSB_HOME = home;
+const work = mkdtempSync(join(tmpdir(), "msb-bench-layouts-"));
+const store = new ImageStore();
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+const ms = (v: number) => `${v.toFixed(0).padStart(6)} ms`;
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t = performance.now();
+  const r = await fn();
+  return [r, performance.now() - t];
+}
+
+// Host side: the default image on first use, then warm.
+const [, defaultCold] = await timed(() => ensureDefaultImage());
+const [, defaultWarm] = await timed(() => ensureDefaultImage());
+
+// A 4-layer image (the most a VM takes as separate disks) and a 7-layer one (flattened).
+const four = writeOciLayout(join(work, "four"), [
+  { compression: "gzip", entries: busyboxEntries() },
+  ...SIX_LAYERS.slice(0, MAX_IMAGE_LAYERS - 1).map((entries) => ({ compression: "gzip" as const, entries })),
+]);
+const seven = writeOciLayout(join(work, "seven"), [
+  { compression: "gzip", entries: busyboxEntries() },
+  ...SIX_LAYERS.map((entries) => ({ compression: "gzip" as const, entries })),
+]);
+await importImage(four.dir, { tag: "bench/four:1" });
+await importImage(seven.dir, { tag: "bench/seven:1" });
+let flattenSeven = 0;
+const [, sevenFirst] = await timed(() => ensureImage("bench/seven:1", { policy: "never", maxLayers: MAX_IMAGE_LAYERS, onFlatten: (s) => (flattenSeven = s.ms) }));
+const [, sevenCached] = await timed(() => ensureImage("bench/seven:1", { policy: "never", maxLayers: MAX_IMAGE_LAYERS }));
+
+const configs: { label: string; image?: string }[] = [
+  { label: "initramfs root (no image)" },
+  { label: `${DEFAULT_IMAGE} (1 disk, overlay)`, image: DEFAULT_IMAGE },
+  { label: "cached 4-layer image (4 disks)", image: "bench/four:1" },
+  { label: "cached 7-layer image (flattened, 1 disk)", image: "bench/seven:1" },
+];
+
+// Debian python3: one large layer; flattening it with the six small layers on top measures the
+// merge on a real tree (~175 MB of files).
+const debian = join(fixtureDir(), "oci");
+let debianFlatten: { ms: number; bytes: number } | undefined;
+if (existsSync(join(debian, "index.json"))) {
+  const { record } = await importImage(debian, { tag: "bench/debian:1" });
+  configs.push({ label: "cached Debian python3 image (1 disk)", image: "bench/debian:1" });
+  const layered = writeOciLayout(join(work, "debian-plus"), SIX_LAYERS.map((entries) => ({ compression: "gzip" as const, entries })));
+  // Stack the Debian layer under the six by importing a layout whose first layer is Debian's blob.
+  const { writeFileSync, readFileSync, copyFileSync, mkdirSync } = await import("node:fs");
+  const idx = JSON.parse(readFileSync(join(layered.dir, "index.json"), "utf8"));
+  const mPath = join(layered.dir, "blobs/sha256", idx.manifests[0].digest.slice(7));
+  const manifest = JSON.parse(readFileSync(mPath, "utf8"));
+  const cPath = join(layered.dir, "blobs/sha256", manifest.config.digest.slice(7));
+  const config = JSON.parse(readFileSync(cPath, "utf8"));
+  const dIdx = JSON.parse(readFileSync(join(debian, "index.json"), "utf8"));
+  const dManifest = JSON.parse(readFileSync(join(debian, "blobs/sha256", dIdx.manifests[0].digest.slice(7)), "utf8"));
+  const dConfig = JSON.parse(readFileSync(join(debian, "blobs/sha256", dManifest.config.digest.slice(7)), "utf8"));
+  mkdirSync(join(layered.dir, "blobs/sha256"), { recursive: true });
+  for (const l of dManifest.layers) copyFileSync(join(debian, "blobs/sha256", l.digest.slice(7)), join(layered.dir, "blobs/sha256", l.digest.slice(7)));
+  manifest.layers = [...dManifest.layers, ...manifest.layers];
+  config.rootfs.diff_ids = [...dConfig.rootfs.diff_ids, ...config.rootfs.diff_ids];
+  const hash = (b: Uint8Array) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
+  const cBytes = new TextEncoder().encode(JSON.stringify(config));
+  writeFileSync(join(layered.dir, "blobs/sha256", hash(cBytes)), cBytes);
+  manifest.config = { ...manifest.config, digest: `sha256:${hash(cBytes)}`, size: cBytes.byteLength };
+  const mBytes = new TextEncoder().encode(JSON.stringify(manifest));
+  writeFileSync(join(layered.dir, "blobs/sha256", hash(mBytes)), mBytes);
+  idx.manifests[0] = { ...idx.manifests[0], digest: `sha256:${hash(mBytes)}`, size: mBytes.byteLength };
+  writeFileSync(join(layered.dir, "index.json"), JSON.stringify(idx));
+  await importImage(layered.dir, { tag: "bench/debian-plus:1" });
+  let stats = { ms: 0, bytes: 0 };
+  await ensureImage("bench/debian-plus:1", { policy: "never", maxLayers: MAX_IMAGE_LAYERS, onFlatten: (s) => (stats = { ms: s.ms, bytes: s.bytes }) });
+  debianFlatten = stats;
+  void record;
+}
+
+const results = new Map<string, { firstByte: number[]; boot: number[]; init: number[] }>();
+for (const c of configs) results.set(c.label, { firstByte: [], boot: [], init: [] });
+for (let i = 0; i < runs; i++) {
+  for (const c of configs) {
+    const started = performance.now();
+    const sandbox = await Sandbox.create({ backend: "qemu", ...(c.image ? { image: c.image, pull: "never" as const } : {}) });
+    const proc = sandbox.spawn("echo", ["x"]);
+    await proc.stdout[Symbol.asyncIterator]().next();
+    const r = results.get(c.label)!;
+    r.firstByte.push(performance.now() - started);
+    r.boot.push(sandbox.timings!.bootMs);
+    r.init.push(sandbox.timings!.initMs);
+    await proc.wait();
+    await sandbox.stop();
+  }
+}
+
+console.log(`image start-up, ${runs} run(s) each (medians), ${new QemuBackend().describe()}`);
+console.log(`${"root".padEnd(44)} ${"first byte".padStart(10)} ${"kernel".padStart(9)} ${"HELLO→READY".padStart(12)}  added vs initramfs root`);
+const base = median(results.get(configs[0]!.label)!.firstByte);
+for (const c of configs) {
+  const r = results.get(c.label)!;
+  const fb = median(r.firstByte);
+  console.log(`${c.label.padEnd(44)} ${ms(fb)} ${ms(median(r.boot))} ${ms(median(r.init)).padStart(12)}  ${c === configs[0] ? "" : `${fb - base >= 0 ? "+" : ""}${(fb - base).toFixed(0)} ms`}`);
+}
+console.log("host side:");
+console.log(`  default image, first use (import of the embedded root tar)  ${ms(defaultCold)}`);
+console.log(`  default image, later uses (checksum of the tar, lookup)      ${ms(defaultWarm)}`);
+console.log(`  7-layer image, first use (flatten ${flattenSeven.toFixed(0)} ms)             ${ms(sevenFirst)}`);
+console.log(`  7-layer image, cached                                        ${ms(sevenCached)}`);
+if (debianFlatten)
+  console.log(`  flatten Debian python3 + 6 layers: ${(debianFlatten.bytes / 2 ** 20).toFixed(0)} MiB EROFS in ${debianFlatten.ms.toFixed(0)} ms = ${(debianFlatten.bytes / 2 ** 20 / (debianFlatten.ms / 1000)).toFixed(0)} MiB/s`);
+const initrd = join(import.meta.dir, "..", "build", "guest", "initramfs.cpio.gz");
+const rootfsTar = join(import.meta.dir, "..", "build", "guest", "default-rootfs.tar.gz");
+if (existsSync(initrd) && existsSync(rootfsTar))
+  console.log(`  initramfs ${(statSync(initrd).size / 1024).toFixed(0)} KiB gzip, of which the busybox root ~${(statSync(rootfsTar).size / 1024).toFixed(0)} KiB (what dropping /rootfs would save from every boot)`);
+rmSync(home, { recursive: true, force: true });
+rmSync(work, { recursive: true, force: true });
