@@ -69,8 +69,9 @@ pub fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub enum RootKind {
     /// A directory inside the initramfs.
     Initramfs,
-    /// EROFS layer disks (virtio-blk serials, lowest first) merged under a private tmpfs upper.
-    Overlay { layers: Vec<String> },
+    /// EROFS layer disks (virtio-blk serials, lowest first) merged under a private writable upper:
+    /// tmpfs when `upper_disk` is None, else the ext4 disk with that serial (kept across restarts).
+    Overlay { layers: Vec<String>, upper_disk: Option<String> },
 }
 
 /// How many layer disks an overlay root may name; far above what any VM can attach.
@@ -135,7 +136,10 @@ impl Init {
                 }
                 (RootKind::Initramfs, path.to_string())
             }
-            Some("overlay") => (RootKind::Overlay { layers: parse_layers(root).map_err(inv)? }, OVERLAY_ROOT.to_string()),
+            Some("overlay") => {
+                let (layers, upper_disk) = parse_layers(root).map_err(inv)?;
+                (RootKind::Overlay { layers, upper_disk }, OVERLAY_ROOT.to_string())
+            }
             Some(other) => {
                 return Err(InitError::Invalid(format!(
                     "INIT.root.kind {other:?} is not supported by agent {AGENT_VERSION} (supported: \"initramfs\", \"overlay\")"
@@ -165,24 +169,33 @@ impl Init {
     }
 }
 
-/// INIT.root.layers: disk serials (at most 20 bytes, as VIRTIO_BLK_T_GET_ID carries), lowest first.
-fn parse_layers(root: &Value) -> Result<Vec<String>, MessageError> {
+/// INIT.root.layers: disk serials (at most 20 bytes, as VIRTIO_BLK_T_GET_ID carries), lowest first;
+/// and INIT.root.upper: the serial of the upper layer's disk, if it is one.
+fn parse_layers(root: &Value) -> Result<(Vec<String>, Option<String>), MessageError> {
     let Some(items) = root.get("layers").and_then(Value::as_array) else {
         return err("INIT.root.layers must be an array of disk serials".to_string());
     };
     if items.is_empty() || items.len() > MAX_LAYERS {
         return err(format!("INIT.root.layers must name 1 to {MAX_LAYERS} disks, got {}", items.len()));
     }
+    let serial = |item: &Value, what: &str| match item.as_str() {
+        Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(s.to_string()),
+        _ => err(format!("{what} must be 1-20 printable characters, got {}", item.to_json())),
+    };
     let mut layers = Vec::with_capacity(items.len());
     for item in items {
-        match item.as_str() {
-            Some(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_graphic()) => layers.push(s.to_string()),
-            _ => return err(format!("INIT.root.layers entries must be 1-20 printable characters, got {}", item.to_json())),
-        }
+        layers.push(serial(item, "INIT.root.layers entries")?);
     }
-    match root.get("upper").map(|u| u.get("kind").and_then(Value::as_str)) {
-        None | Some(Some("tmpfs")) => Ok(layers),
-        Some(other) => err(format!("INIT.root.upper.kind {other:?} is not supported (supported: \"tmpfs\")")),
+    let upper = root.get("upper");
+    match upper.map(|u| u.get("kind").and_then(Value::as_str)) {
+        None | Some(Some("tmpfs")) => Ok((layers, None)),
+        Some(Some("disk")) => {
+            let Some(disk) = upper.and_then(|u| u.get("serial")) else {
+                return err("INIT.root.upper.serial is required when upper.kind is \"disk\"".to_string());
+            };
+            Ok((layers, Some(serial(disk, "INIT.root.upper.serial")?)))
+        }
+        Some(other) => err(format!("INIT.root.upper.kind {other:?} is not supported (supported: \"tmpfs\", \"disk\")")),
     }
 }
 
@@ -251,7 +264,16 @@ pub struct ExecRequest {
     /// Run on a pseudo-terminal of this size (rows, cols): output as STDOUT only, RESIZE
     /// applies. An extension of protocol 1 (see README): `"tty": true` or `{"rows":R,"cols":C}`.
     pub tty: Option<(u16, u16)>,
+    /// Run as this user: a name from the root's /etc/passwd, `uid`, `uid:gid`, `name:group`.
+    pub user: Option<String>,
+    /// Kill the process group this long after the start; EXIT then says `timedOut`.
+    pub timeout_ms: Option<u64>,
 }
+
+/// Longest `user` accepted (a passwd name is at most 32 bytes; `uid:gid` fewer).
+pub const MAX_USER: usize = 256;
+/// Longest timeout accepted: 30 days, far beyond any sane command and safely inside Instant.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 
 pub const DEFAULT_TTY_SIZE: (u16, u16) = (24, 80);
 
@@ -292,7 +314,21 @@ impl ExecRequest {
             Some(t @ Value::Object(_)) => Some(parse_size("EXEC.tty", t)?),
             Some(_) => return err("EXEC.tty must be true, false or {\"rows\":R,\"cols\":C}"),
         };
-        Ok(ExecRequest { argv, env, cwd, stdin, tty })
+        let user = match v.get("user") {
+            None | Some(Value::Null) => None,
+            Some(u) => match u.as_str() {
+                Some(u) if !u.is_empty() && u.len() <= MAX_USER && !u.contains('\0') => Some(u.to_string()),
+                _ => return err(format!("EXEC.user must be a non-empty string of at most {MAX_USER} bytes (a name, uid or uid:gid)")),
+            },
+        };
+        let timeout_ms = match v.get("timeoutMs") {
+            None | Some(Value::Null) => None,
+            Some(t) => match t.as_i64() {
+                Some(ms) if ms > 0 && ms as u64 <= MAX_TIMEOUT_MS => Some(ms as u64),
+                _ => return err(format!("EXEC.timeoutMs must be an integer from 1 to {MAX_TIMEOUT_MS}")),
+            },
+        };
+        Ok(ExecRequest { argv, env, cwd, stdin, tty, user, timeout_ms })
     }
 }
 
@@ -351,6 +387,11 @@ pub mod code {
     pub const INIT: &str = "init";
     pub const STREAM: &str = "stream";
     pub const REQUEST: &str = "request";
+    /// A new stream would exceed MAX_STREAMS; the stream is refused, the connection stays.
+    pub const LIMIT: &str = "limit";
+    /// The host cancelled a file transfer (SIGNAL on a FILE stream).
+    pub const CANCELLED: &str = "cancelled";
+    pub const STOPPING: &str = "stopping";
 }
 
 pub fn error(code: &str, message: &str) -> Vec<u8> {
@@ -365,19 +406,21 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub error: Option<String>,
+    /// Killed because its `timeoutMs` passed.
+    pub timed_out: bool,
 }
 
 impl ExitStatus {
     pub fn exited(code: i32) -> ExitStatus {
-        ExitStatus { code: Some(code), signal: None, error: None }
+        ExitStatus { code: Some(code), signal: None, error: None, timed_out: false }
     }
 
     pub fn signaled(signal: i32) -> ExitStatus {
-        ExitStatus { code: None, signal: Some(signal), error: None }
+        ExitStatus { code: None, signal: Some(signal), error: None, timed_out: false }
     }
 
     pub fn failed(code: i32, error: String) -> ExitStatus {
-        ExitStatus { code: Some(code), signal: None, error: Some(error) }
+        ExitStatus { code: Some(code), signal: None, error: Some(error), timed_out: false }
     }
 
     pub fn to_payload(&self) -> Vec<u8> {
@@ -385,6 +428,9 @@ impl ExitStatus {
         let mut members = vec![("code", num(self.code)), ("signal", num(self.signal))];
         if let Some(e) = &self.error {
             members.push(("error", Value::String(e.clone())));
+        }
+        if self.timed_out {
+            members.push(("timedOut", Value::Bool(true)));
         }
         json::object(members).to_json().into_bytes()
     }
@@ -439,7 +485,15 @@ mod tests {
         let req = ExecRequest::parse(br#"{"argv":["true"],"unknown":{"x":1}}"#).unwrap();
         assert_eq!(
             req,
-            ExecRequest { argv: vec!["true".into()], env: vec![], cwd: "/".into(), stdin: false, tty: None }
+            ExecRequest {
+                argv: vec!["true".into()],
+                env: vec![],
+                cwd: "/".into(),
+                stdin: false,
+                tty: None,
+                user: None,
+                timeout_ms: None
+            }
         );
         let tty = |p: &[u8]| ExecRequest::parse(p).map(|r| r.tty);
         assert_eq!(tty(br#"{"argv":["sh"],"tty":true}"#), Ok(Some((24, 80))));
@@ -457,6 +511,11 @@ mod tests {
             (br#"{"argv":["ls"],"env":["A"]}"#, "object of strings"),
             (br#"{"argv":["ls"],"cwd":5}"#, "cwd must be a string"),
             (br#"{"argv":["ls"],"stdin":"yes"}"#, "stdin must be true or false"),
+            (br#"{"argv":["ls"],"user":""}"#, "EXEC.user"),
+            (br#"{"argv":["ls"],"user":5}"#, "EXEC.user"),
+            (br#"{"argv":["ls"],"timeoutMs":0}"#, "EXEC.timeoutMs"),
+            (br#"{"argv":["ls"],"timeoutMs":1.5}"#, "EXEC.timeoutMs"),
+            (br#"{"argv":["ls"],"timeoutMs":-3}"#, "EXEC.timeoutMs"),
             (br#"["ls"]"#, "must be a JSON object"),
             (br#"{"argv":["ls"]"#, "invalid JSON"),
         ] {
@@ -548,7 +607,9 @@ mod tests {
                        "nameservers":["10.0.2.3"],"hosts":[{"name":"host.msb.internal","address":"10.0.2.2"}]}}"#,
         )
         .unwrap();
-        assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into(), "msb-layer-1".into()] });
+        assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into(), "msb-layer-1".into()], upper_disk: None });
+        let init = Init::parse(br#"{"protocol":1,"root":{"kind":"overlay","layers":["msb-layer-0"],"upper":{"kind":"disk","serial":"msb-upper"}}}"#).unwrap();
+        assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into()], upper_disk: Some("msb-upper".into()) });
         assert_eq!(init.root_path, crate::overlay::OVERLAY_ROOT);
         let net = init.net.unwrap();
         assert_eq!(net.mtu, 65520);
@@ -566,7 +627,8 @@ mod tests {
         };
         bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":[]}}"#, "1 to 64 disks");
         bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["a serial that is far too long"]}}"#, "1-20 printable");
-        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["l0"],"upper":{"kind":"disk"}}}"#, "upper.kind");
+        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["l0"],"upper":{"kind":"disk"}}}"#, "upper.serial");
+        bad(r#"{"protocol":1,"root":{"kind":"overlay","layers":["l0"],"upper":{"kind":"nfs"}}}"#, "upper.kind");
         let root = r#""root":{"kind":"initramfs","path":"/"}"#;
         bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":9}}}}"#), "mtu");
         bad(&format!(r#"{{"protocol":1,{root},"net":{{"mtu":1500,"ipv4":{{"address":"10.0.2.300","prefixLength":24,"gateway":"10.0.2.2"}}}}}}"#), "INIT.net.ipv4");

@@ -44,9 +44,10 @@ pub fn lowerdir(layer_dirs: &[String]) -> String {
     layer_dirs.iter().rev().cloned().collect::<Vec<_>>().join(":")
 }
 
-/// Mounts the layers (serials, lowest first) and the overlay at OVERLAY_ROOT with a tmpfs upper.
+/// Mounts the layers (serials, lowest first) and the overlay at OVERLAY_ROOT, with the upper layer
+/// on the ext4 disk `upper_disk` (a named sandbox's, kept across restarts) or else on tmpfs.
 /// Returns the mount points in mount order, so power-off can unmount them in reverse.
-pub fn assemble(layer_serials: &[String]) -> Result<Vec<String>, String> {
+pub fn assemble(layer_serials: &[String], upper_disk: Option<&str>) -> Result<Vec<String>, String> {
     if layer_serials.is_empty() {
         return Err("an overlay root needs at least one layer".into());
     }
@@ -62,7 +63,14 @@ pub fn assemble(layer_serials: &[String]) -> Result<Vec<String>, String> {
         dirs.push(dir);
     }
     mkdir(UPPER_DIR)?;
-    sys::mount_fs("tmpfs", UPPER_DIR, "tmpfs", 0, "mode=0755").map_err(|e| format!("cannot mount the upper tmpfs: {e}"))?;
+    match upper_disk {
+        Some(serial) => {
+            let device = find_disk(serial)?;
+            sys::mount_fs(&device, UPPER_DIR, "ext4", 0, "")
+                .map_err(|e| format!("cannot mount the writable layer ({device}, serial {serial}) as ext4: {e}"))?;
+        }
+        None => sys::mount_fs("tmpfs", UPPER_DIR, "tmpfs", 0, "mode=0755").map_err(|e| format!("cannot mount the upper tmpfs: {e}"))?,
+    }
     mounts.push(UPPER_DIR.to_string());
     let upper = format!("{UPPER_DIR}/upper");
     let work = format!("{UPPER_DIR}/work");
@@ -107,6 +115,6 @@ mod tests {
 
     #[test]
     fn an_overlay_without_layers_is_refused() {
-        assert!(assemble(&[]).unwrap_err().contains("at least one layer"));
+        assert!(assemble(&[], None).unwrap_err().contains("at least one layer"));
     }
 }

@@ -8,6 +8,7 @@
 // what the process sees (absolute symlinks inside the root resolve correctly), there is no
 // per-exec chroot cost, and host test mode runs the very same code with the root "/".
 
+use crate::files::{self, FileOp, FsError};
 use crate::flow::{RecvWindow, SendCredit};
 use crate::frame::{self, kind, Decoder, Frame, MAX_CHUNK, MAX_PING, MAX_STREAMS};
 use crate::json;
@@ -185,6 +186,29 @@ struct Stream {
     /// Past EXIT_GRACE: read what is there now and close pipes that have nothing.
     draining: bool,
     drain_left: usize,
+    /// EXEC's timeoutMs: when the process group is killed.
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+/// A FILE stream that moves data: its state between loop turns.
+enum Transfer {
+    /// Sending a file's bytes as DATA within the host's credit.
+    Read { file: std::fs::File, credit: SendCredit, sent: u64 },
+    /// Writing the host's DATA into a file; credit goes back as it is written.
+    Write { file: std::fs::File, window: RecvWindow, written: u64, path: String },
+    /// Sending a directory's entries as DATA (JSON lines) within the host's credit.
+    List { dir: std::fs::ReadDir, credit: SendCredit, count: u64, next: Option<Vec<u8>>, path: String },
+}
+
+impl Transfer {
+    /// Has something to send now (credit left) without waiting on any descriptor.
+    fn sendable(&self) -> bool {
+        match self {
+            Transfer::Read { credit, .. } | Transfer::List { credit, .. } => credit.available() > 0,
+            Transfer::Write { .. } => false,
+        }
+    }
 }
 
 impl Stream {
@@ -217,6 +241,7 @@ pub struct Server {
     phase: Phase,
     base_env: Vec<(String, String)>,
     streams: HashMap<u32, Stream>,
+    files: HashMap<u32, Transfer>,
     by_pid: HashMap<i32, u32>,
     closed: HashSet<u32>,
     closed_order: VecDeque<u32>,
@@ -246,6 +271,7 @@ impl Server {
             phase: Phase::AwaitInit,
             base_env: Vec::new(),
             streams: HashMap::new(),
+            files: HashMap::new(),
             by_pid: HashMap::new(),
             closed: HashSet::new(),
             closed_order: VecDeque::new(),
@@ -339,6 +365,14 @@ impl Server {
                     let left = (at + EXIT_GRACE).saturating_duration_since(now);
                     timeout = Some(timeout.map_or(left, |t| t.min(left)));
                 }
+                if let (Some(at), None, false) = (s.deadline, &s.status, s.timed_out) {
+                    let left = at.saturating_duration_since(now);
+                    timeout = Some(timeout.map_or(left, |t| t.min(left)));
+                }
+            }
+            // Regular files and directories are always ready: pump them without waiting.
+            if room && self.files.values().any(Transfer::sendable) {
+                timeout = Some(Duration::ZERO);
             }
             if let Phase::Stopping { since, killed, .. } = self.phase {
                 let deadline = since + if killed { TERM_GRACE + KILL_GRACE } else { TERM_GRACE };
@@ -390,6 +424,7 @@ impl Server {
             self.reap();
             self.check_reconnect();
             self.tick(Instant::now());
+            self.pump_files();
             self.flush_conn();
             self.process_frames();
         }
@@ -486,6 +521,7 @@ impl Server {
 
     fn host_gone(&mut self, why: &str) {
         log(why);
+        self.files.clear();
         if let Some(c) = self.conn.as_mut() {
             c.reset();
         }
@@ -504,7 +540,10 @@ impl Server {
     fn dispatch(&mut self, f: Frame) {
         let name = kind::name(f.kind);
         let control = matches!(f.kind, kind::INIT | kind::PING | kind::PONG | kind::SHUTDOWN);
-        let per_stream = matches!(f.kind, kind::EXEC | kind::STDIN | kind::SIGNAL | kind::WINDOW | kind::RESIZE);
+        let per_stream = matches!(
+            f.kind,
+            kind::EXEC | kind::STDIN | kind::SIGNAL | kind::WINDOW | kind::RESIZE | kind::FILE | kind::DATA
+        );
         if control && f.stream != 0 {
             return self.send_error(f.stream, code::STREAM, &format!("{} must be sent on stream 0", name.unwrap()));
         }
@@ -526,12 +565,16 @@ impl Server {
                 self.stop(StopReason::Shutdown);
             }
             kind::EXEC => self.on_exec(f.stream, &f.payload),
+            kind::FILE => self.on_file(f.stream, &f.payload),
+            kind::DATA => self.on_data(f.stream, f.payload),
             kind::STDIN => self.on_stdin(f.stream, f.payload),
+            kind::SIGNAL if self.files.contains_key(&f.stream) => self.cancel_file(f.stream),
             kind::SIGNAL => self.on_signal(f.stream, &f.payload),
+            kind::WINDOW if self.files.contains_key(&f.stream) => self.on_file_window(f.stream, &f.payload),
             kind::WINDOW => self.on_window(f.stream, &f.payload),
             kind::RESIZE => self.on_resize(f.stream, &f.payload),
             kind::ERROR => self.on_host_error(f.stream, &f.payload),
-            kind::HELLO | kind::READY | kind::STDOUT | kind::STDERR | kind::EXIT => {
+            kind::HELLO | kind::READY | kind::STDOUT | kind::STDERR | kind::EXIT | kind::FILE_RESULT => {
                 let msg = format!("{} is sent by the agent, not the host", name.unwrap());
                 self.send_error(f.stream, code::REQUEST, &msg)
             }
@@ -589,8 +632,8 @@ impl Server {
             self.cfg.root_override.clone().unwrap_or_else(|| "/".to_string())
         };
         if self.cfg.pid1 {
-            if let RootKind::Overlay { layers } = &init.root_kind {
-                self.mounts = overlay::assemble(layers)?;
+            if let RootKind::Overlay { layers, upper_disk } = &init.root_kind {
+                self.mounts = overlay::assemble(layers, upper_disk.as_deref())?;
             }
         }
         match std::fs::metadata(&root) {
@@ -623,9 +666,28 @@ impl Server {
         Ok(pid1::uptime_ms().unwrap_or(0))
     }
 
+    /// Checks a stream id a new EXEC or FILE opens; false (after an ERROR) when it cannot open.
+    fn may_open(&mut self, id: u32, what: &str) -> bool {
+        if self.streams.contains_key(&id) || self.files.contains_key(&id) {
+            self.send_error(id, code::STREAM, &format!("stream {id} is already open; use a new id for each {what}"));
+            return false;
+        }
+        if self.streams.len() + self.files.len() >= MAX_STREAMS {
+            // Refuse this stream only: the connection carries every other client's streams.
+            self.remember_closed(id);
+            self.send_error(
+                id,
+                code::LIMIT,
+                &format!("{what} on stream {id} refused: {MAX_STREAMS} streams are already open; wait for one to end"),
+            );
+            return false;
+        }
+        true
+    }
+
     fn on_exec(&mut self, id: u32, payload: &[u8]) {
-        if self.streams.contains_key(&id) {
-            return self.send_error(id, code::STREAM, &format!("stream {id} is already open; use a new id for each EXEC"));
+        if !self.may_open(id, "EXEC") {
+            return;
         }
         self.closed.remove(&id);
         match self.phase {
@@ -637,9 +699,6 @@ impl Server {
                 return self.fail_exec(id, CANNOT_START, "the sandbox is shutting down".into());
             }
             Phase::Ready => {}
-        }
-        if self.streams.len() >= MAX_STREAMS {
-            return self.protocol_error(&format!("EXEC on stream {id} would exceed {MAX_STREAMS} open streams"));
         }
         let req = match ExecRequest::parse(payload) {
             Ok(r) => r,
@@ -670,6 +729,8 @@ impl Server {
                         exited_at: None,
                         draining: false,
                         drain_left: DRAIN_BUDGET,
+                        deadline: req.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                        timed_out: false,
                     },
                 );
                 self.childless = false;
@@ -689,7 +750,7 @@ impl Server {
     /// Frames for a stream that is not open: quiet if it ended recently (the host may not have
     /// seen the EXIT yet), an ERROR otherwise. True if the stream is open.
     fn known(&mut self, id: u32, what: &str) -> bool {
-        if self.streams.contains_key(&id) {
+        if self.streams.contains_key(&id) || self.files.contains_key(&id) {
             return true;
         }
         if !self.closed.contains(&id) {
@@ -775,6 +836,209 @@ impl Server {
         // Once the terminal's output is closed the process is gone; nothing to resize.
         if let Some(master) = s.stdout.as_ref().or(s.tty_held.as_ref()) {
             let _ = sys::set_window_size(master, rows, cols);
+        }
+    }
+
+    // ---- files ----
+
+    fn fs_error(&mut self, id: u32, e: FsError) {
+        self.remember_closed(id);
+        self.send_error(id, e.code, &e.message);
+    }
+
+    fn on_file(&mut self, id: u32, payload: &[u8]) {
+        if !self.may_open(id, "FILE") {
+            return;
+        }
+        self.closed.remove(&id);
+        match self.phase {
+            Phase::Ready => {}
+            Phase::AwaitInit => {
+                self.remember_closed(id);
+                return self.send_error(id, code::REQUEST, "FILE before INIT: the sandbox is not set up yet");
+            }
+            Phase::Stopping { .. } => {
+                self.remember_closed(id);
+                return self.send_error(id, code::STOPPING, "the sandbox is shutting down");
+            }
+        }
+        let op = match FileOp::parse(payload) {
+            Ok(op) => op,
+            Err(e) => return self.fs_error(id, e),
+        };
+        let transfer = match op {
+            FileOp::Read { path } => files::open_read(&path).map(|file| Transfer::Read { file, credit: SendCredit::default(), sent: 0 }),
+            FileOp::Write { path, mode } => files::open_write(&path, mode).map(|file| Transfer::Write {
+                file,
+                window: RecvWindow::default(),
+                written: 0,
+                path,
+            }),
+            FileOp::List { path } => files::open_list(&path).map(|dir| Transfer::List {
+                dir,
+                credit: SendCredit::default(),
+                count: 0,
+                next: None,
+                path,
+            }),
+            simple => {
+                match files::run_simple(&simple) {
+                    Ok(result) => {
+                        self.remember_closed(id);
+                        self.send(id, kind::FILE_RESULT, &result);
+                    }
+                    Err(e) => self.fs_error(id, e),
+                }
+                return;
+            }
+        };
+        match transfer {
+            Ok(t) => {
+                self.files.insert(id, t);
+            }
+            Err(e) => self.fs_error(id, e),
+        }
+    }
+
+    /// DATA from the host: bytes of a `write`, or its end (empty).
+    fn on_data(&mut self, id: u32, data: Vec<u8>) {
+        if !self.known(id, "DATA") {
+            return;
+        }
+        let Some(Transfer::Write { file, window, written, path }) = self.files.get_mut(&id) else {
+            return self.send_error(id, code::REQUEST, &format!("DATA on stream {id}, which is not a FILE write"));
+        };
+        if let Err(o) = window.receive(data.len()) {
+            return self.protocol_error(&format!(
+                "DATA of {} bytes on stream {id} exceeds the {} bytes of credit the agent granted",
+                o.got, o.allowed
+            ));
+        }
+        if data.is_empty() {
+            let n = *written;
+            self.files.remove(&id);
+            self.remember_closed(id);
+            return self.send(id, kind::FILE_RESULT, &files::size_result("size", n));
+        }
+        // A regular file: the write completes now (page cache), so credit goes straight back.
+        use std::io::Write;
+        if let Err(e) = file.write_all(&data) {
+            let err = files::io_error("write", path, &e);
+            self.files.remove(&id);
+            return self.fs_error(id, err);
+        }
+        *written += data.len() as u64;
+        window.consume(data.len());
+        if let Some(inc) = window.take_grant(true) {
+            self.send(id, kind::WINDOW, &message::window_payload(inc));
+        }
+    }
+
+    fn on_file_window(&mut self, id: u32, payload: &[u8]) {
+        let inc = match message::parse_window(payload) {
+            Ok(inc) => inc,
+            Err(e) => return self.send_error(id, code::REQUEST, &e.0),
+        };
+        match self.files.get_mut(&id) {
+            Some(Transfer::Read { credit, .. } | Transfer::List { credit, .. }) => credit.grant(inc),
+            _ => self.send_error(id, code::REQUEST, &format!("WINDOW on stream {id}, a FILE write (the agent grants, not the host)")),
+        }
+    }
+
+    /// SIGNAL on a FILE stream cancels it (a client that went away, an aborted transfer).
+    fn cancel_file(&mut self, id: u32) {
+        self.files.remove(&id);
+        self.remember_closed(id);
+        self.send_error(id, code::CANCELLED, &format!("the transfer on stream {id} was cancelled by the host"));
+    }
+
+    /// Sends what reads and listings have credit for, while the host takes our output.
+    fn pump_files(&mut self) {
+        if self.files.is_empty() {
+            return;
+        }
+        let Some(c) = self.conn.as_mut().filter(|c| c.connected) else {
+            self.files.clear();
+            return;
+        };
+        let mut finished: Vec<(u32, Result<Vec<u8>, FsError>)> = Vec::new();
+        for (&id, t) in self.files.iter_mut() {
+            match t {
+                Transfer::Read { file, credit, sent } => {
+                    while c.pending() < OUT_HIGH && credit.available() > 0 {
+                        match c.send_from_fd(id, kind::DATA, file.as_raw_fd(), credit.next_chunk(MAX_CHUNK)) {
+                            Ok(0) => {
+                                finished.push((id, Ok(files::size_result("size", *sent))));
+                                break;
+                            }
+                            Ok(n) => {
+                                credit.spend(n);
+                                *sent += n as u64;
+                            }
+                            Err(e) if e.raw_os_error() == Some(sys::EAGAIN) => break,
+                            Err(e) => {
+                                finished.push((id, Err(files::io_error("read", "the file", &e))));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Transfer::List { dir, credit, count, next, path } => {
+                    while c.pending() < OUT_HIGH && credit.available() > 0 {
+                        let room = credit.next_chunk(MAX_CHUNK);
+                        let mut chunk: Vec<u8> = Vec::new();
+                        let mut done = false;
+                        loop {
+                            let line = match next.take() {
+                                Some(l) => l,
+                                None => match dir.next() {
+                                    Some(Ok(entry)) => files::list_line(&entry),
+                                    Some(Err(e)) => {
+                                        finished.push((id, Err(files::io_error("list", path, &e))));
+                                        done = true;
+                                        break;
+                                    }
+                                    None => {
+                                        done = true;
+                                        break;
+                                    }
+                                },
+                            };
+                            if chunk.len() + line.len() > room {
+                                *next = Some(line);
+                                break;
+                            }
+                            chunk.extend_from_slice(&line);
+                            *count += 1;
+                        }
+                        if !chunk.is_empty() {
+                            credit.spend(chunk.len());
+                            c.send(id, kind::DATA, &chunk);
+                        }
+                        if done {
+                            if !finished.iter().any(|(f, _)| *f == id) {
+                                finished.push((id, Ok(files::size_result("count", *count))));
+                            }
+                            break;
+                        }
+                        if chunk.is_empty() {
+                            // The next line needs more credit than is left: wait for WINDOW.
+                            break;
+                        }
+                    }
+                }
+                Transfer::Write { .. } => {}
+            }
+        }
+        for (id, result) in finished {
+            self.files.remove(&id);
+            match result {
+                Ok(payload) => {
+                    self.remember_closed(id);
+                    self.send(id, kind::FILE_RESULT, &payload);
+                }
+                Err(e) => self.fs_error(id, e),
+            }
         }
     }
 
@@ -907,6 +1171,15 @@ impl Server {
         let ids: Vec<u32> = self.streams.keys().copied().collect();
         for id in ids {
             let s = self.streams.get_mut(&id).unwrap();
+            if let (Some(at), None, false) = (s.deadline, &s.status, s.timed_out) {
+                if now >= at {
+                    // The whole group, as SIGNAL does: a shell's children must not outlive it.
+                    s.timed_out = true;
+                    if sys::send_signal(-s.pid, sys::SIGKILL).is_err() {
+                        let _ = sys::send_signal(s.pid, sys::SIGKILL);
+                    }
+                }
+            }
             if let (Some(at), false) = (s.exited_at, s.draining) {
                 if now >= at + EXIT_GRACE && s.outputs_open() {
                     s.draining = true;
@@ -927,7 +1200,9 @@ impl Server {
         done.sort_unstable();
         for id in done {
             let s = self.streams.remove(&id).unwrap();
-            self.send(id, kind::EXIT, &s.status.unwrap().to_payload());
+            let mut status = s.status.unwrap();
+            status.timed_out = s.timed_out;
+            self.send(id, kind::EXIT, &status.to_payload());
             self.remember_closed(id);
         }
         if let Phase::Stopping { since, killed: false, .. } = self.phase {
@@ -955,6 +1230,10 @@ impl Server {
             return;
         }
         self.phase = Phase::Stopping { reason, since: Instant::now(), killed: false };
+        for id in self.files.keys().copied().collect::<Vec<_>>() {
+            self.files.remove(&id);
+            self.send_error(id, message::code::STOPPING, "the sandbox is shutting down");
+        }
         self.kill_all(sys::SIGTERM);
     }
 
