@@ -114,6 +114,43 @@ for (let i = 0; i < runs; i++) {
   }
 }
 
+// Bare kernel boots (to a deliberate panic+reset at once, as bench/startup.ts does) with today's
+// initramfs and with one lacking /rootfs: what the busybox tree in the initramfs costs each boot.
+const bare = { withRootfs: [] as number[], withoutRootfs: [] as number[] };
+{
+  const { buildInitramfsGz, loadBusybox } = await import("../guest/initramfs/build");
+  const { guestAssets } = await import("../src/assets");
+  const { findQemu } = await import("../src/vm/qemu");
+  const { KERNEL_CMDLINE } = await import("../src/supervisor");
+  const { readFileSync, writeFileSync } = await import("node:fs");
+  const agent = join(import.meta.dir, "..", "build", "guest", "msb-agent");
+  if (existsSync(agent)) {
+    const assets = await guestAssets();
+    const input = { init: new Uint8Array(readFileSync(agent)), ...loadBusybox() };
+    const initrds = { withRootfs: join(work, "with.cpio.gz"), withoutRootfs: join(work, "without.cpio.gz") };
+    writeFileSync(initrds.withRootfs, buildInitramfsGz(input));
+    writeFileSync(initrds.withoutRootfs, buildInitramfsGz({ ...input, withoutRootfs: true }));
+    const boot = async (initrd: string) => {
+      const args = new QemuBackend().buildArgs({
+        kernel: assets.kernel, initrd, cpus: 1, memoryMiB: 512, disks: [],
+        cmdline: [...KERNEL_CMDLINE.filter((a) => !a.startsWith("rdinit=")), "rdinit=/no-init-bench"].join(" "),
+        agentSocket: join(work, "bare.sock"), consoleLog: join(work, "bare.log"),
+      });
+      const listener = Bun.listen({ unix: join(work, "bare.sock"), socket: { data() {} } });
+      const t = performance.now();
+      await Bun.spawn([findQemu(), ...args], { stdout: "ignore", stderr: "ignore" }).exited;
+      listener.stop(true);
+      rmSync(join(work, "bare.sock"), { force: true });
+      return performance.now() - t;
+    };
+    for (let i = 0; i < runs; i++) {
+      bare.withRootfs.push(await boot(initrds.withRootfs));
+      bare.withoutRootfs.push(await boot(initrds.withoutRootfs));
+    }
+    (bare as any).sizes = [statSync(initrds.withRootfs).size, statSync(initrds.withoutRootfs).size];
+  }
+}
+
 console.log(`image start-up, ${runs} run(s) each (medians), ${new QemuBackend().describe()}`);
 console.log(`${"root".padEnd(44)} ${"first byte".padStart(10)} ${"kernel".padStart(9)} ${"HELLO→READY".padStart(12)}  added vs initramfs root`);
 const base = median(results.get(configs[0]!.label)!.firstByte);
@@ -129,9 +166,10 @@ console.log(`  7-layer image, first use (flatten ${flattenSeven.toFixed(0)} ms) 
 console.log(`  7-layer image, cached                                        ${ms(sevenCached)}`);
 if (debianFlatten)
   console.log(`  flatten Debian python3 + 6 layers: ${(debianFlatten.bytes / 2 ** 20).toFixed(0)} MiB EROFS in ${debianFlatten.ms.toFixed(0)} ms = ${(debianFlatten.bytes / 2 ** 20 / (debianFlatten.ms / 1000)).toFixed(0)} MiB/s`);
-const initrd = join(import.meta.dir, "..", "build", "guest", "initramfs.cpio.gz");
-const rootfsTar = join(import.meta.dir, "..", "build", "guest", "default-rootfs.tar.gz");
-if (existsSync(initrd) && existsSync(rootfsTar))
-  console.log(`  initramfs ${(statSync(initrd).size / 1024).toFixed(0)} KiB gzip, of which the busybox root ~${(statSync(rootfsTar).size / 1024).toFixed(0)} KiB (what dropping /rootfs would save from every boot)`);
+if (bare.withRootfs.length) {
+  const [a, b] = (bare as any).sizes as [number, number];
+  console.log(`bare kernel boot, initramfs with /rootfs (${(a / 1024).toFixed(0)} KiB)    ${ms(median(bare.withRootfs))}`);
+  console.log(`bare kernel boot, initramfs without it (${(b / 1024).toFixed(0)} KiB)      ${ms(median(bare.withoutRootfs))}`);
+}
 rmSync(home, { recursive: true, force: true });
 rmSync(work, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_BUSYBOX, InitramfsError, buildInitramfs, buildInitramfsGz, checkInit, loadBusybox } from "./build";
+import { DEFAULT_BUSYBOX, InitramfsError, buildInitramfs, buildInitramfsGz, buildRootfsTarGz, checkInit, loadBusybox } from "./build";
 
 const dir = mkdtempSync(join(tmpdir(), "msb-initramfs-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,6 +24,26 @@ function list(gz: Uint8Array<ArrayBuffer>): string[][] {
 const nameOf = (f: string[]) => (f.includes("->") ? f[f.indexOf("->") - 1]! : f.at(-1)!);
 
 describe.skipIf(!haveTools)(`initramfs builder${suffix}`, () => {
+  test("the default root's tar (for the default image) holds the same tree as /rootfs; withoutRootfs leaves it out", () => {
+    const busybox = loadBusybox();
+    const initramfs = list(buildInitramfsGz({ init, ...busybox }));
+    const tarPath = join(dir, "rootfs.tar.gz");
+    writeFileSync(tarPath, buildRootfsTarGz(busybox));
+    const r = Bun.spawnSync(["tar", "-tvzf", tarPath, "--numeric-owner"], { env: { LC_ALL: "C", TZ: "UTC" } });
+    expect(r.exitCode).toBe(0);
+    const tarred = r.stdout.toString().trim().split("\n").map((l) => l.trim().split(/\s+/));
+    const tarNames = tarred.map((f) => (f.includes("->") ? f[f.indexOf("->") - 1]! : f.at(-1)!).replace(/\/$/, "")).filter((n) => n !== ".");
+    const fromInitramfs = initramfs.map(nameOf).filter((n) => n.startsWith("rootfs/")).map((n) => n.slice("rootfs/".length));
+    expect(tarNames.sort()).toEqual(fromInitramfs.sort());
+    expect(tarred.every((f) => f[1] === "0/0")).toBe(true);
+    expect(tarred.find((f) => f.at(-1) === "bin/busybox")![0]).toBe("-rwxr-xr-x");
+    expect(tarred.find((f) => f.at(-1) === "tmp/")![0]).toBe("drwxrwxrwt");
+    expect(Bun.hash(buildRootfsTarGz(busybox))).toBe(Bun.hash(readFileSync(tarPath)));
+    const bare = list(buildInitramfsGz({ init, ...busybox, withoutRootfs: true })).map(nameOf);
+    expect(bare.sort()).toEqual(["dev", "dev/console", "dev/null", "init"]);
+  });
+
+
   test("the CLI writes a gzip newc archive with /init, console nodes and the default root", () => {
     const initPath = join(dir, "init.sh");
     writeFileSync(initPath, init);

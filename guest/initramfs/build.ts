@@ -41,6 +41,11 @@ export interface InitramfsInput {
   applets: string[];
   /** Extra files for the default root, keyed by path inside it (tests add check scripts). */
   rootfsFiles?: Record<string, { data: Uint8Array; mode: number }>;
+  /**
+   * Leave /rootfs out (the default root then comes from the default image only). For measuring
+   * what the busybox tree costs each boot, and for when the initramfs root is retired.
+   */
+  withoutRootfs?: boolean;
 }
 
 // Directories of the default root, in creation order (parents first), with their modes.
@@ -69,6 +74,7 @@ export function buildInitramfs(input: InitramfsInput): Uint8Array<ArrayBuffer> {
   w.add({ type: "char", path: "dev/null", mode: 0o666, major: 1, minor: 3 });
   w.add({ type: "file", path: "init", mode: 0o755, data: input.init });
 
+  if (input.withoutRootfs) return w.finish();
   w.add({ type: "dir", path: ROOTFS_DIR, mode: 0o755 });
   for (const entry of rootfsEntries(input)) w.add({ ...entry, path: `${ROOTFS_DIR}/${entry.path}` });
   return w.finish();
