@@ -1,6 +1,7 @@
 // The sandbox configuration accepted by the SDK (and, through it, the CLI), validated with zod so
 // a bad option is reported with its key and the problem.
 
+import { volumeSchema } from "./volumes";
 import { z } from "zod";
 import { MsbError } from "./errors";
 import { ruleInputSchema } from "../netstack/policy/rules";
@@ -69,6 +70,8 @@ export const sandboxOptionsSchema = z
     kernelArgs: z.array(z.string()).default([]),
     /** Advanced: a guest kernel other than the built-in one. */
     kernel: z.string().optional(),
+    /** Host directories/files, named volumes and tmpfs mounts (src/volumes.ts); host paths become absolute here. */
+    volumes: z.array(volumeSchema).default([]),
   })
   .strict();
 

@@ -2,6 +2,7 @@
 // performs the agent handshake, relays clients on agent.sock to the guest agent, and cleans up
 // when the VM ends, whichever way it ends.
 
+import { guestMounts, type GuestMounts } from "./volumes";
 import type { Socket, UnixSocketListener } from "bun";
 import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -91,6 +92,8 @@ interface Route {
 export class Supervisor {
   private readonly dir: string;
   private readonly consoleLog: string;
+  /** virtio-fs shares and INIT mounts for the sandbox's volumes (src/volumes.ts). */
+  private guestMounts: GuestMounts | undefined;
   private readonly logFile: string;
   private vm: VmHandle | undefined;
   private agent: FrameConnection | undefined;
@@ -177,6 +180,7 @@ export class Supervisor {
       socket: frameSocketHandlers((socket) => this.acceptClient(socket)),
     });
 
+    this.guestMounts = guestMounts(config.volumes ?? [], this.record.name);
     const upperDisk = this.upperDisk();
     const netSocket = await this.startNetwork();
     this.log(`starting VM: ${backend.describe()}`);
@@ -196,6 +200,7 @@ export class Supervisor {
       agentSocket: vmSocket,
       netSocket,
       consoleLog: this.consoleLog,
+      shares: this.guestMounts.shares,
     });
     this.log(`VM started (pid ${this.vm.pid ?? "in-process"})`);
     this.vm.exited.then((exit) => this.onVmExit(exit));
@@ -410,6 +415,7 @@ export class Supervisor {
             },
             clockMs: Date.now(),
             net: this.network?.guestConfig() ?? null,
+            mounts: this.guestMounts?.mounts ?? [],
           }),
         );
         return;

@@ -9,6 +9,16 @@ export interface DiskSpec {
   serial?: string;
 }
 
+/** A host directory (or single file) served to the guest over virtio-fs under `tag`. */
+export interface ShareSpec {
+  /** What the guest mounts by: `mount -t virtiofs TAG DIR` (1-36 printable characters). */
+  tag: string;
+  /** Absolute host path: a directory, or a regular file (then shown alone in its directory). */
+  hostPath: string;
+  /** Refused host-side: every change fails with EROFS whatever the guest does. */
+  readOnly: boolean;
+}
+
 export interface VmSpec {
   /** Guest kernel: an ELF vmlinux with a PVH entry note. */
   kernel: string;
@@ -30,6 +40,8 @@ export interface VmSpec {
   netSocket?: string;
   /** File the kernel console (serial UART) is written to. */
   consoleLog: string;
+  /** virtio-fs shares (volumes); absent or empty: none. */
+  shares?: ShareSpec[];
 }
 
 /** Why a VM ended. `reset` is how a healthy guest powers off (reboot=k / triple fault). */

@@ -13,7 +13,7 @@ import { embeddedAsset } from "../assets";
 
 export const NATIVE_LIB_NAME = "libmsbvmm.so";
 /** The C ABI version this wrapper speaks (msb_abi_version()). */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 /** How often a running VM is checked for its exit; the JS thread never blocks on the VMM. */
 const EXIT_POLL_MS = 10;
 const DETAIL_BUF = 4096;
@@ -30,6 +30,9 @@ const symbols = {
   msb_vm_destroy: { args: [FFIType.u64], returns: FFIType.i32 },
   msb_vm_stats: { args: [FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   msb_last_error: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  msb_vhost_user_fs_start: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.u64 },
+  msb_vhost_user_fs_finished: { args: [FFIType.u64], returns: FFIType.i32 },
+  msb_vhost_user_fs_stop: { args: [FFIType.u64], returns: FFIType.i32 },
 } as const;
 
 type NativeLib = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -106,6 +109,35 @@ function lastError(lib: NativeLib): string {
   const buf = Buffer.alloc(DETAIL_BUF);
   const n = lib.msb_last_error(buf as unknown as Pointer, BigInt(buf.length));
   return readCString(buf, n) || "unknown error";
+}
+
+/** A vhost-user-fs backend serving one share on its own thread inside this process. */
+export interface VhostUserFs {
+  readonly socketPath: string;
+  /** Whether the backend has stopped serving (QEMU disconnected, or stop() was called). */
+  finished(): boolean;
+  /** Stops it (idempotent); returns the error it ended with, if any. */
+  stop(): string | undefined;
+}
+
+/**
+ * Starts a vhost-user-fs backend for QEMU's vhost-user-fs-device: listens on `socketPath` (which
+ * must not exist) and serves `hostPath` (a directory, or a single file shown alone in its
+ * directory), refusing every change host-side when `readOnly`.
+ */
+export async function startVhostUserFs(socketPath: string, hostPath: string, readOnly: boolean): Promise<VhostUserFs> {
+  const lib = await loadNative();
+  const handle = lib.msb_vhost_user_fs_start(cstring(socketPath) as unknown as Pointer, cstring(hostPath) as unknown as Pointer, readOnly ? 1 : 0);
+  if (!handle) throw new MsbError("volume", `cannot share ${hostPath}: ${lastError(lib)}`);
+  let stopped: string | undefined | null = null;
+  return {
+    socketPath,
+    finished: () => stopped !== null || lib.msb_vhost_user_fs_finished(handle) !== 0,
+    stop: () => {
+      if (stopped === null) stopped = lib.msb_vhost_user_fs_stop(handle) === 1 ? lastError(lib) : undefined;
+      return stopped;
+    },
+  };
 }
 
 /** Counters the VMM keeps (nanoseconds since msb_vm_create began). */

@@ -1,10 +1,12 @@
 // The qemu VM backend: runs `qemu-system-x86_64 -M microvm` as a child process, with KVM where the
 // host has it in hardware and TCG software emulation otherwise.
 
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { VmBackend, VmExit, VmHandle, VmSpec } from "./backend";
 import { probeKvm, type KvmProbe } from "./kvm";
 import { MsbError } from "../errors";
+import { startVhostUserFs, type VhostUserFs } from "./native";
 
 export const QEMU_INSTALL_HINT =
   "install QEMU: `apt-get install qemu-system-x86` (Debian/Ubuntu), `dnf install qemu-system-x86` (Fedora), " +
@@ -75,6 +77,17 @@ export class QemuBackend implements VmBackend {
       args.push("-netdev", `stream,id=net0,server=off,addr.type=unix,addr.path=${spec.netSocket}`);
       args.push("-device", "virtio-net-device,netdev=net0");
     }
+    const shares = spec.shares ?? [];
+    if (shares.length > 0) {
+      // vhost-user backends read guest RAM directly, so it must be a shareable memfd.
+      args[args.indexOf("-M") + 1] += ",memory-backend=mem";
+      args.push("-object", `memory-backend-memfd,id=mem,size=${spec.memoryMiB}M,share=on`);
+      shares.forEach((share, index) => {
+        args.push("-chardev", `socket,id=fs${index},path=${shareSocket(spec, index)}`);
+        // 1024 descriptors: a 1 MiB FUSE read/write (256 pages) fits without indirect descriptors.
+        args.push("-device", `vhost-user-fs-device,chardev=fs${index},tag=${share.tag},queue-size=1024`);
+      });
+    }
     return args;
   }
 
@@ -83,13 +96,23 @@ export class QemuBackend implements VmBackend {
     for (const [what, path] of [["guest kernel", spec.kernel], ["guest initramfs", spec.initrd]] as const) {
       if (!existsSync(path)) throw new MsbError("missing_asset", `${what} not found: ${path}`);
     }
-    const child = Bun.spawn([qemu, ...this.buildArgs(spec)], {
-      stdin: "ignore",
-      stdout: "ignore",
-      stderr: "pipe",
-    });
+    const backends: VhostUserFs[] = [];
+    const stopBackends = () => backends.forEach((b) => b.stop());
+    let child: ReturnType<typeof spawnQemu>;
+    try {
+      for (const [index, share] of (spec.shares ?? []).entries()) {
+        const socket = shareSocket(spec, index);
+        rmSync(socket, { force: true });
+        backends.push(await startVhostUserFs(socket, share.hostPath, share.readOnly));
+      }
+      child = spawnQemu(qemu, this.buildArgs(spec));
+    } catch (e) {
+      stopBackends();
+      throw e;
+    }
     const stderr = new Response(child.stderr).text();
     const exited: Promise<VmExit> = child.exited.then(async (code) => {
+      stopBackends();
       const message = (await stderr).trim();
       if (child.signalCode) return { reason: "killed", detail: `qemu killed by ${child.signalCode}` };
       // With -no-reboot a guest reset (our power-off path, and a panic with panic=-1) exits 0.
@@ -104,6 +127,15 @@ export class QemuBackend implements VmBackend {
       },
     };
   }
+}
+
+function spawnQemu(qemu: string, args: string[]) {
+  return Bun.spawn([qemu, ...args], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+}
+
+/** The unix socket of share `index`'s vhost-user-fs backend, beside the agent socket. */
+function shareSocket(spec: VmSpec, index: number): string {
+  return join(dirname(spec.agentSocket), `fs${index}.sock`);
 }
 
 /**

@@ -12,6 +12,9 @@ mod pid1;
 mod server;
 mod spawn;
 mod sys;
+mod volumes;
+mod users;
+mod files;
 
 use server::{Config, Conn, Server};
 use std::os::fd::OwnedFd;

@@ -88,6 +88,8 @@ pub struct Init {
     pub clock_ms: Option<u64>,
     /// The guest NIC's configuration; None: no network beyond lo.
     pub net: Option<NetConfig>,
+    /// Volumes and tmpfs mounts inside the sandbox root (INIT.mounts), in mount order.
+    pub mounts: Vec<crate::volumes::Mount>,
 }
 
 /// Why INIT was refused: the protocol version differs (ERROR `version`), or anything else
@@ -165,7 +167,11 @@ impl Init {
             None | Some(Value::Null) => None,
             Some(n) => Some(parse_net(n).map_err(inv)?),
         };
-        Ok(Init { protocol, hostname, root_kind, root_path, env, clock_ms, net })
+        let mounts = match v.get("mounts") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(m) => crate::volumes::parse(m).map_err(InitError::Invalid)?,
+        };
+        Ok(Init { protocol, hostname, root_kind, root_path, env, clock_ms, net, mounts })
     }
 }
 

@@ -15,6 +15,7 @@ use crate::json;
 use crate::message::{self, code, ExecRequest, ExitStatus, Init, InitError, RootKind};
 use crate::netconf;
 use crate::overlay;
+use crate::volumes;
 use crate::pid1::{self, log};
 use crate::spawn::{self, CANNOT_START};
 use crate::sys::{self, PollFd, WaitStatus};
@@ -113,13 +114,9 @@ impl Conn {
     fn send_from_fd(&mut self, stream: u32, kind: u8, fd: RawFd, max: usize) -> io::Result<usize> {
         let at = self.out.len();
         frame::push_header(&mut self.out, stream, kind, 0);
-        self.out.resize(at + frame::HEADER_SIZE + max, 0);
-        let result = sys::read_fd(fd, &mut self.out[at + frame::HEADER_SIZE..]);
+        let result = sys::read_append(fd, &mut self.out, max);
         match result {
-            Ok(n) if n > 0 => {
-                self.out.truncate(at + frame::HEADER_SIZE + n);
-                frame::patch_length(&mut self.out, at, n);
-            }
+            Ok(n) if n > 0 => frame::patch_length(&mut self.out, at, n),
             _ => self.out.truncate(at),
         }
         result
@@ -661,6 +658,12 @@ impl Server {
                 .map_err(|e| format!("cannot open / before entering the sandbox root: {e}"))?;
             sys::change_root(&root).map_err(|e| format!("cannot chroot into {root}: {e}"))?;
             self.outer_root = Some(outer);
+        }
+        if self.cfg.pid1 && !init.mounts.is_empty() {
+            // Inside the root, so image symlinks on the way resolve in the sandbox's namespace.
+            let base = root.trim_end_matches('/').to_string();
+            let done = volumes::apply(&init.mounts)?;
+            self.mounts.extend(done.iter().map(|p| format!("{base}{p}")));
         }
         self.base_env = init.env;
         Ok(pid1::uptime_ms().unwrap_or(0))
