@@ -17,14 +17,12 @@ import { busyboxEntries, SIX_LAYERS, writeOciLayout } from "../src/image/harness
 import { importImage } from "../src/image/import";
 import { ensureImage } from "../src/image/pull";
 import { DEFAULT_IMAGE, ensureDefaultImage } from "../src/image/default";
-import { ImageStore } from "../src/image/store";
 import { fixtureDir } from "./image-fixture-debian";
 
 const runs = Number(process.argv[2] ?? 3);
 const home = mkdtempSync(join(tmpdir(), "msb-bench-image-startup-"));
 process.env.MSB_HOME = home;
 const work = mkdtempSync(join(tmpdir(), "msb-bench-layouts-"));
-const store = new ImageStore();
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 const ms = (v: number) => `${v.toFixed(0).padStart(6)} ms`;

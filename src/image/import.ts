@@ -3,7 +3,7 @@
 // default root becomes an image like any other). Archives are read in place by offset, never
 // unpacked; every blob is checked against its digest and every layer against its diff_id.
 
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, rmSync, statSync } from "node:fs";
 import { basename, join, posix } from "node:path";
 import { ImageError, withContext } from "./errors.ts";
 import { convertBlob, parseConfig, type PullEvent } from "./pull.ts";

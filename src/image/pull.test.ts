@@ -542,6 +542,20 @@ d("pull from a real registry", () => {
     });
   }
 
+  test("a layer with an entry escaping the root: clear error naming image and layer; cache exactly as before", async () => {
+    const evil = writeOciLayout(join(work, "evil"), [
+      { entries: [{ path: "ok", data: "fine" }], compression: "gzip" },
+      { entries: [{ path: "lnk", type: "symlink", linkname: "/etc" }, { path: "lnk/passwd", data: "pwned" }], compression: "gzip" },
+    ]);
+    await skopeoPush(evil.dir, "latest", tokenReg, "test/evil");
+    const store = new ImageStore(home());
+    await pullImage(`${tokenReg.host}/test/docker:v1`, { store, registry: fast, credentials: { username: tokenReg.user, password: tokenReg.password } });
+    const before = snapshot(store);
+    await expectError(pullImage(`${tokenReg.host}/test/evil:latest`, { store, registry: fast }), "TAR_UNSAFE_PATH",
+      /^pulling 127\.0\.0\.1:\d+\/test\/evil:latest: layer 2\/2 \(sha256:[0-9a-f]{64}\): tar entry "lnk\/passwd" goes through "lnk", which is a symlink/);
+    expect(snapshot(store)).toBe(before);
+  });
+
   test("a blob whose digest matches but whose tar does not hash to the config's diff_id is refused", async () => {
     // Build an image whose config lies about diff_ids; push it; the pull must fail on layer 1.
     const lying = writeOciLayout(join(work, "lying"), [{ entries: [{ path: "a", data: "a" }], compression: "gzip" }]);
