@@ -482,6 +482,9 @@ d("pull from a real registry", () => {
         expect((err as Error).message).toContain(`pulling ${proxy.host}/test/busybox:v1`);
         expect((err as Error).message).toMatch(msg);
         expect(snapshot(store)).toBe(before);
+        // A cut transfer leaves its partial blob for resuming; a complete but bad one does not.
+        const partials = readdirSync(store.tmpDir).flatMap((d) => readdirSync(join(store.tmpDir, d))).filter((f) => f.endsWith(".blob.partial"));
+        expect(partials).toEqual(fault === "truncate" ? [`${bad}.blob.partial`] : []);
       } finally {
         proxy.stop();
       }

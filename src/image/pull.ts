@@ -3,7 +3,7 @@
 // digest check → decompression → diff_id check → EROFS writer, into a staging directory that is
 // published by rename only when every layer is good.
 
-import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { findCredentials, type Credentials } from "./auth.ts";
 import { ImageError, withContext } from "./errors.ts";
@@ -348,8 +348,10 @@ async function fetchLayer(
     return rec;
   } catch (err) {
     const code = (err as ImageError).code;
-    // Keep what arrived intact for the next attempt; anything else means the bytes are wrong.
-    if (code !== "NETWORK" && code !== "TIMEOUT" && code !== "TRUNCATED") rmSync(spool, { force: true });
+    // Keep what arrived for the next attempt only when the transfer was cut short; a complete
+    // blob that failed, or any other error, means the bytes themselves are suspect.
+    const cut = (code === "NETWORK" || code === "TIMEOUT" || code === "TRUNCATED") && fstatSync(fd).size < desc.size;
+    if (!cut) rmSync(spool, { force: true });
     throw err;
   } finally {
     closeSync(fd);
