@@ -9,6 +9,7 @@ import { buildRootfsTarGz, loadBusybox } from "../../guest/initramfs/build.ts";
 import { DEFAULT_IMAGE, ensureDefaultImage } from "./default.ts";
 import { have } from "./harness.ts";
 import { listImages } from "./index.ts";
+import { ensureImage } from "./pull.ts";
 import { ImageStore } from "./store.ts";
 
 let dir: string;
@@ -49,6 +50,14 @@ test("made on first use, listed, reused after; re-made after rmi or when msb's r
   store.remove(DEFAULT_IMAGE);
   expect(listImages({ store })).toEqual([]);
   expect((await ensureDefaultImage({ store, rootfs })).id).toBe(first.id);
+  // Asked for by name (msb run msb.local/default), it is made locally, never pulled.
+  process.env.MSB_DEFAULT_ROOTFS = rootfs;
+  try {
+    store.remove(DEFAULT_IMAGE);
+    expect((await ensureImage(DEFAULT_IMAGE, { store, policy: "always" })).id).toBe(first.id);
+  } finally {
+    delete process.env.MSB_DEFAULT_ROOTFS;
+  }
 
   // A different msb (its root has one more file) brings a different default image.
   const other = join(dir, "other-rootfs.tar.gz");

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { findCredentials, type Credentials } from "./auth.ts";
 import { ImageError, withContext } from "./errors.ts";
 import { sha256Stream, type Sha256Stream } from "./hasher.ts";
+import { DEFAULT_IMAGE, ensureDefaultImage } from "./default.ts";
 import { flattenImage, type FlattenStats } from "./flatten.ts";
 import { tarToErofs } from "./layer.ts";
 import { resolveImageUser } from "./user.ts";
@@ -96,6 +97,8 @@ export interface EnsureOptions extends PullOptions {
 /** Pull-policy aware lookup of what the guest needs to boot an image. */
 export async function ensureImage(input: string, opts: EnsureOptions = {}): Promise<GuestRoot> {
   const store = opts.store ?? new ImageStore();
+  // The default image is never pulled: it is made from msb's embedded root (again after an rmi).
+  if (formatReference(parseReference(input)) === DEFAULT_IMAGE) return ensureDefaultImage({ store });
   const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing" });
   const root = store.guestRoot(rec.id);
   if (root.config.user !== undefined) root.config.userIds = resolveImageUser(root.layers, root.config.user, `image ${input}`);
