@@ -101,7 +101,7 @@ function fish(commands: Record<string, CommandDef>): string {
 }
 
 const completionArgs = {
-  shell: { type: "positional", description: "bash, zsh or fish" },
+  shell: { type: "positional", required: false, description: "bash, zsh or fish" },
 } satisfies ArgsDef;
 
 /** Made with the command table passed in, so this module does not import main.ts (a cycle). */

@@ -8,7 +8,7 @@ import { checkFlags, parseEnv, splitCommand } from "./args";
 import { streamCommand } from "./run";
 
 const execArgs = {
-  name: { type: "positional", description: "Sandbox name" },
+  name: { type: "positional", required: false, description: "Sandbox name" },
   env: { type: "string", alias: "e", description: "Set an environment variable, NAME=VALUE (repeatable)" },
   workdir: { type: "string", alias: "w", description: "Working directory inside the sandbox" },
   user: { type: "string", alias: "u", description: "Run as this user: a name from the image, or UID[:GID]" },

@@ -91,7 +91,7 @@ export function tailLines(lines: LogLine[], count: number): LogLine[] {
 }
 
 const logsArgs = {
-  name: { type: "positional", description: "Sandbox name" },
+  name: { type: "positional", required: false, description: "Sandbox name" },
   follow: { type: "boolean", alias: "f", description: "Keep printing new output until the sandbox stops" },
   tail: { type: "string", alias: "n", description: "Only the last N lines" },
   since: { type: "string", description: "Only output since a time (ISO 8601) or for a duration (10m, 2h)" },

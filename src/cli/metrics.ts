@@ -103,7 +103,7 @@ export async function sampleMetrics(name: string, intervalMs = 500): Promise<San
 }
 
 const metricsArgs = {
-  name: { type: "positional", description: "Sandbox name(s)" },
+  name: { type: "positional", required: false, description: "Sandbox name(s)" },
   json: { type: "boolean", description: "Print JSON" },
 } satisfies ArgsDef;
 

@@ -32,7 +32,7 @@ export const create = defineCommand({
 });
 
 const namesArgs = {
-  name: { type: "positional", description: "Sandbox name(s)" },
+  name: { type: "positional", required: false, description: "Sandbox name(s)" },
 } satisfies ArgsDef;
 
 /** Runs `action` for each named sandbox; reports each failure and carries on, exiting 1 if any failed. */
@@ -63,7 +63,7 @@ export const start = defineCommand({
 });
 
 const stopArgs = {
-  name: { type: "positional", description: "Sandbox name(s)" },
+  name: { type: "positional", required: false, description: "Sandbox name(s)" },
   time: { type: "string", alias: "t", description: "Seconds to wait for a clean power-off before killing (default 10)" },
 } satisfies ArgsDef;
 
@@ -115,7 +115,7 @@ export const kill = defineCommand({
 });
 
 const rmArgs = {
-  name: { type: "positional", description: "Sandbox name(s)" },
+  name: { type: "positional", required: false, description: "Sandbox name(s)" },
   force: { type: "boolean", alias: "f", description: "Kill running sandboxes first" },
 } satisfies ArgsDef;
 
@@ -218,7 +218,7 @@ export const ls = listCommand("ls", "List sandboxes with their status (crashed o
 export const ps = listCommand("ps", "List running sandboxes (-a: all)", true);
 
 const inspectArgs = {
-  name: { type: "positional", description: "Sandbox name(s)" },
+  name: { type: "positional", required: false, description: "Sandbox name(s)" },
   json: { type: "boolean", description: "Print JSON (the default; kept for symmetry with other commands)" },
 } satisfies ArgsDef;
 
