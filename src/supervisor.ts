@@ -54,6 +54,11 @@ export const KERNEL_CMDLINE = [
  */
 export const MAX_IMAGE_LAYERS = 4;
 
+/** mkfs.ext4, also where Debian keeps it when sbin is not on a user's PATH. */
+export function findMkfsExt4(): string | undefined {
+  return Bun.which("mkfs.ext4") ?? Bun.which("mkfs.ext4", { PATH: "/usr/sbin:/sbin" }) ?? undefined;
+}
+
 /** The serial of a named sandbox's writable-layer disk. */
 export const UPPER_SERIAL = "msb-upper";
 
@@ -135,7 +140,7 @@ export class Supervisor {
     const temp = `${path}.tmp`;
     const mkfs = Bun.spawnSync(
       [
-        "mkfs.ext4", "-q", "-F",
+        findMkfsExt4() ?? "mkfs.ext4", "-q", "-F",
         // A small journal: crash consistency for kill -9 without 64 MiB of it per sandbox.
         "-J", "size=16",
         "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",

@@ -10,6 +10,8 @@ import { QEMU_INSTALL_HINT, findQemu } from "../vm/qemu";
 import { selectBackend } from "../vm/select";
 import { VERSION } from "../version";
 import { msbHome } from "../paths";
+import { SCHEMA_VERSION, listSandboxRecords } from "../state";
+import { findMkfsExt4 } from "../supervisor";
 
 export interface DoctorCheck {
   name: string;
@@ -39,6 +41,16 @@ export async function doctorChecks(): Promise<DoctorCheck[]> {
     const path = await findNativeLib();
     const lib = await loadNative();
     return `${path} loaded, ABI ${lib.msb_abi_version()} (expects ${NATIVE_ABI_VERSION}), host KVM kind ${lib.msb_kvm_kind()}`;
+  });
+  await attempt("mkfs.ext4", () => {
+    const path = findMkfsExt4();
+    if (!path) throw new Error("not found: named sandboxes keep their writable layer on ext4; install e2fsprogs (apt install e2fsprogs)");
+    return path;
+  });
+  await attempt("state", () => {
+    const records = listSandboxRecords();
+    const count = (status: string) => records.filter((r) => r.status === status).length;
+    return `schema ${SCHEMA_VERSION}, ${records.length} sandboxes (${count("running")} running, ${count("crashed")} crashed)`;
   });
   await attempt("guest", async () => {
     const assets = await guestAssets();
