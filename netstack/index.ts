@@ -32,6 +32,6 @@ export {
 } from "./policy/rules";
 export { GROUPS, embeddedIpv4, type Group } from "./policy/groups";
 export { PIN_DEFAULTS } from "./dns/pins";
-export { systemResolver, forwardingResolver, type DnsResolver } from "./dns/resolver";
+export { systemResolver, forwardingResolver, testResolverFromEnv, type DnsResolver } from "./dns/resolver";
 export { parsePortSpec, PortSpecError, type PortSpec } from "./ports/ports";
 export { FrameDecoder, FrameEncoder, type ByteSink } from "./phy/framing";

@@ -111,3 +111,16 @@ async function tcpExchange(host: string, port: number, query: Uint8Array, timeou
   });
   try { return await promise; } finally { clearTimeout(timer); sock.end(); }
 }
+
+/**
+ * TESTS ONLY: `MSB_TEST_DNS_UPSTREAM=host:port` (or `[v6]:port`) makes a sandbox's stack ask that
+ * server instead of the host's resolv.conf, so the hostile-guest suite can serve rebinding answers
+ * from a DNS server it runs on loopback. Unset in normal use: returns undefined.
+ */
+export function testResolverFromEnv(env: Record<string, string | undefined> = process.env): DnsResolver | undefined {
+  const v = env.MSB_TEST_DNS_UPSTREAM;
+  if (!v) return undefined;
+  const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(v);
+  if (!m) throw new DnsResolveError(`MSB_TEST_DNS_UPSTREAM must be host:port, not "${v}"`);
+  return forwardingResolver({ servers: [{ host: m[1]!, port: Number(m[2]) }], timeoutMs: 2000 });
+}
