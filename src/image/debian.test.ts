@@ -5,12 +5,12 @@
 // same image do not see each other's writes, and the cached layer files keep their digests.
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fixtureDir } from "../../bench/image-fixture-debian.ts";
-import { have, skopeoPush, startRegistry, type TestRegistry } from "./harness.ts";
-import { pullImage } from "./pull.ts";
+import { have, SIX_LAYERS, skopeoPush, startRegistry, writeLayoutOver, type TestRegistry } from "./harness.ts";
+import { ensureImage, pullImage } from "./pull.ts";
 import { ImageStore, sha256File } from "./store.ts";
 
 const oci = join(fixtureDir(), "oci");
@@ -86,4 +86,48 @@ else {
     await store.verify(root.id);
     expect(root.layers.map(sha256File)).toEqual(digests);
   }, 120_000);
+
+  test("Debian + six layers (7) flattened: fsck.erofs clean, same tree as overlayfs over the separate layers, python3 runs", async () => {
+    const layout = writeLayoutOver(join(work, "debian-plus"), oci, SIX_LAYERS.map((entries) => ({ compression: "zstd" as const, entries })));
+    await skopeoPush(layout.dir, "latest", reg, "debian/plus");
+    const store = new ImageStore(join(work, "home-plus"));
+    const ref = `${reg.host}/debian/plus:latest`;
+    const layers = (await ensureImage(ref, { store })).layers;
+    expect(layers).toHaveLength(7);
+    const flat = await ensureImage(ref, { store, maxLayers: 4 });
+    expect(flat.layers).toHaveLength(1);
+    const fsck = run(["fsck.erofs", flat.layers[0]!]);
+    expect(fsck.err + fsck.out).not.toContain("ERR");
+    expect(fsck.code).toBe(0);
+    const separate = sandboxRoot(layers, "sep");
+    const merged = sandboxRoot(flat.layers, "flat");
+    const want = signature(separate);
+    expect(want.length).toBeGreaterThan(5000);
+    expect(signature(merged)).toEqual(want);
+    const py = run(["chroot", merged, "/usr/bin/env", "-i", ...flat.config.env!, "python3", "-c", "import os; print(2**100, os.path.exists('/c/x'), open('/a/gone').read())"]);
+    expect(py.err).toBe("");
+    expect(py.out.trim()).toBe(`${2n ** 100n} False reborn in layer 3`);
+  }, 300_000);
+}
+
+/** Every path under root with type, mode, owner and a content hash, for comparing two trees. */
+function signature(root: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string, rel: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      const r = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(p);
+      let what = "other";
+      if (st.isFile()) what = `file ${st.size} ${Bun.hash(readFileSync(p)).toString(16)}`;
+      else if (st.isSymbolicLink()) what = `link ${readlinkSync(p)}`;
+      else if (st.isDirectory()) what = "dir";
+      else if (st.isCharacterDevice() || st.isBlockDevice()) what = `dev ${st.rdev}`;
+      else if (st.isFIFO()) what = "fifo";
+      out.push(`${r}: ${what} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${st.isDirectory() ? "" : Math.floor(st.mtimeMs / 1000)}`);
+      if (st.isDirectory()) walk(p, r);
+    }
+  };
+  walk(root, "");
+  return out;
 }

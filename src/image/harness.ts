@@ -224,6 +224,35 @@ export function writeOciLayout(dir: string, layers: LayoutLayer[], runtime: Reco
 }
 
 /**
+ * Writes an OCI layout whose image is `base`'s image (another layout directory, its first
+ * manifest) with `layers` added on top: base blobs are copied, the config's diff_ids extended.
+ */
+export function writeLayoutOver(dir: string, base: string, layers: LayoutLayer[], tag = "latest"): WrittenLayout {
+  const blob = (d: string, digest: string) => join(d, "blobs", "sha256", digest.slice(7));
+  const idx = JSON.parse(readFileSync(join(base, "index.json"), "utf8"));
+  const baseManifest = JSON.parse(readFileSync(blob(base, idx.manifests[0].digest), "utf8"));
+  const baseConfig = JSON.parse(readFileSync(blob(base, baseManifest.config.digest), "utf8"));
+  const top = writeOciLayout(dir, layers, baseConfig.config ?? {}, tag);
+  const topIndex = JSON.parse(readFileSync(join(dir, "index.json"), "utf8"));
+  const manifest = JSON.parse(readFileSync(blob(dir, topIndex.manifests[0].digest), "utf8"));
+  const config = JSON.parse(readFileSync(blob(dir, manifest.config.digest), "utf8"));
+  for (const l of baseManifest.layers) writeFileSync(blob(dir, l.digest), readFileSync(blob(base, l.digest)));
+  config.rootfs.diff_ids = [...baseConfig.rootfs.diff_ids, ...config.rootfs.diff_ids];
+  const cBytes = new TextEncoder().encode(JSON.stringify(config));
+  const configDigest = putBlob(dir, cBytes);
+  manifest.layers = [...baseManifest.layers, ...manifest.layers];
+  manifest.config = { ...manifest.config, digest: configDigest, size: cBytes.byteLength };
+  const mBytes = new TextEncoder().encode(JSON.stringify(manifest));
+  const manifestDigest = putBlob(dir, mBytes);
+  topIndex.manifests[0] = { ...topIndex.manifests[0], digest: manifestDigest, size: mBytes.byteLength };
+  writeFileSync(join(dir, "index.json"), JSON.stringify(topIndex));
+  return {
+    dir, manifestDigest, configDigest, diffIds: config.rootfs.diff_ids,
+    layerDigests: manifest.layers.map((l: { digest: string }) => l.digest), tars: top.tars,
+  };
+}
+
+/**
  * skopeo copy of an OCI layout into the registry (plain HTTP, loopback); returns the manifest
  * digest as pushed (skopeo may re-serialise the manifest). Async: the token
  * service runs on this process's event loop, so a blocking spawn would deadlock.
