@@ -5,7 +5,7 @@
 import { constants, lstatSync, mkdirSync, openSync, closeSync, readdirSync, readlinkSync, symlinkSync, chmodSync, writeSync, fstatSync } from "node:fs";
 import { join } from "node:path";
 import { OutputQueue, type AgentClient } from "./agent/client";
-import { INITIAL_WINDOW, MAX_CHUNK, MessageType, decodeJson, decodeWindow, encodeFrame, encodeJsonFrame, encodeWindow, type Frame } from "./agent/protocol";
+import { INITIAL_WINDOW, MAX_CHUNK, TRANSFER_WINDOW, MessageType, decodeJson, decodeWindow, encodeFrame, encodeJsonFrame, encodeWindow, type Frame } from "./agent/protocol";
 import { MsbError } from "./errors";
 
 export type FileType = "file" | "directory" | "symlink" | "fifo" | "socket" | "char" | "block" | "unknown";
@@ -198,6 +198,8 @@ export class SandboxFs {
   read(path: string): ReadableStream<Uint8Array> {
     checkPath(path);
     const call = FileCall.open(this.client, { op: "read", path }, `read ${path}`);
+    // Bulk transfers get a wider window than the protocol's default (see TRANSFER_WINDOW).
+    this.client.sendRaw(encodeWindow(call.stream, TRANSFER_WINDOW - INITIAL_WINDOW));
     const iterator = call.data[Symbol.asyncIterator]();
     return new ReadableStream<Uint8Array>({
       async pull(controller) {

@@ -176,6 +176,20 @@ export class ExecProcess implements StreamHandler {
     return this.exit;
   }
 
+  /**
+   * Leaves the command running in the sandbox without this client (the supervisor keeps it; its
+   * output goes to the sandbox's exec log, `msb logs`). Output iteration ends; wait() rejects
+   * with code "detached".
+   */
+  detach(): void {
+    if (this.finished) return;
+    this.client.sendRaw(encodeFrame(this.stream, MessageType.DETACH));
+    this.settle();
+    this.stdoutQueue.end();
+    this.stderrQueue.end();
+    this.rejectExit(new MsbError("detached", `${this.client.description}: detached from the command; it keeps running`));
+  }
+
   /** @internal */
   handle(frame: Frame): void {
     switch (frame.type) {

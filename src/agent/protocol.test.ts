@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import vectors from "../../docs/protocol-vectors.json";
-import { FrameDecoder, MAX_PAYLOAD, INITIAL_WINDOW, ProtocolError, decodeJson, encodeFrame, encodeJsonFrame } from "./protocol";
+import { FrameDecoder, MAX_PAYLOAD, MAX_STREAMS, TRANSFER_WINDOW, INITIAL_WINDOW, ProtocolError, decodeJson, encodeFrame, encodeJsonFrame } from "./protocol";
 
 const fromHex = (hex: string) => Uint8Array.from(Buffer.from(hex, "hex"));
 
@@ -8,6 +8,8 @@ describe("agent protocol vectors", () => {
   test("limits match the shared vectors", () => {
     expect(MAX_PAYLOAD).toBe(vectors.maxPayload);
     expect(INITIAL_WINDOW).toBe(vectors.initialWindow);
+    expect(MAX_STREAMS).toBe(vectors.maxStreams);
+    expect(TRANSFER_WINDOW).toBe(vectors.transferWindow);
   });
 
   for (const v of vectors.valid) {

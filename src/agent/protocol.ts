@@ -12,6 +12,12 @@ export const MAX_PAYLOAD = 1024 * 1024;
 export const MAX_STREAMS = 1024;
 export const INITIAL_WINDOW = 256 * 1024;
 export const MAX_CHUNK = 64 * 1024;
+/**
+ * Credit of FILE read and write streams: each side widens the default window to this with a
+ * WINDOW at the start, since a file takes or gives data at once and window / round trip caps a
+ * transfer (a round trip through the supervisor into an emulated guest is several ms).
+ */
+export const TRANSFER_WINDOW = 1024 * 1024;
 export const MAX_PING = 64;
 
 export const MessageType = {
@@ -29,6 +35,8 @@ export const MessageType = {
   SIGNAL: 0x15,
   WINDOW: 0x16,
   RESIZE: 0x17,
+  /** Client → supervisor only, never forwarded to the agent: keep the command running without me. */
+  DETACH: 0x30,
   FILE: 0x20,
   FILE_RESULT: 0x21,
   DATA: 0x22,

@@ -17,6 +17,9 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_NAME: usize = 255;
 /// Mode bits a request may set (permissions plus setuid, setgid, sticky).
 pub const MODE_MASK: u32 = 0o7777;
+/// Credit of a FILE read or write stream: wider than INITIAL_WINDOW, since a file (unlike a
+/// pipe) takes or gives data at once and the window / round trip caps the transfer rate.
+pub const TRANSFER_WINDOW: u32 = 1024 * 1024;
 /// Mode of a file `write` creates when the request names none.
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
 pub const DEFAULT_DIR_MODE: u32 = 0o755;
@@ -342,6 +345,29 @@ mod tests {
 
     fn op(json: &str) -> Result<FileOp, FsError> {
         FileOp::parse(json.as_bytes())
+    }
+
+    fn vector_payload(name: &str) -> Vec<u8> {
+        use crate::frame::tests::{hex, vector};
+        let bytes = hex(vector(name).get("hex").unwrap().as_str().unwrap());
+        let mut d = crate::frame::Decoder::new();
+        d.push(&bytes);
+        d.next_frame().unwrap().unwrap().payload
+    }
+
+    #[test]
+    fn file_vectors_parse_and_emit_byte_for_byte() {
+        use crate::frame::tests::{hex, vector, vectors};
+        use crate::frame::{encode, kind};
+        assert_eq!(FileOp::parse(&vector_payload("file-stat")), Ok(FileOp::Stat { path: "/etc/hosts".into(), follow: true }));
+        assert_eq!(FileOp::parse(&vector_payload("file-write")), Ok(FileOp::Write { path: "/tmp/out".into(), mode: Some(0o644) }));
+        let hex_of = |name: &str| hex(vector(name).get("hex").unwrap().as_str().unwrap());
+        assert_eq!(encode(14, kind::FILE_RESULT, &size_result("size", 6)), hex_of("file-result-size"));
+        assert_eq!(encode(14, kind::DATA, b"hello\n"), hex_of("data"));
+        assert_eq!(encode(14, kind::DATA, b""), hex_of("data-eof"));
+        let e = io_error("stat", "/nope", &io::Error::from_raw_os_error(2));
+        assert_eq!(encode(13, kind::ERROR, &crate::message::error(e.code, &e.message)), hex_of("error-not-found"));
+        assert_eq!(vectors().get("transferWindow").unwrap().as_i64(), Some(TRANSFER_WINDOW as i64));
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl RecvWindow {
         Ok(())
     }
 
+    /// Grants `n` more bytes of credit up front (a WINDOW the caller sends), beyond the default.
+    pub fn widen(&mut self, n: u32) {
+        self.outstanding += n as u64;
+    }
+
     /// Records that `n` received bytes were consumed (their buffer space is free again).
     pub fn consume(&mut self, n: usize) {
         self.ungranted += n as u64;

@@ -481,6 +481,18 @@ mod tests {
     }
 
     #[test]
+    fn exec_extension_vectors() {
+        let req = ExecRequest::parse(&payload_of("exec-user-timeout")).unwrap();
+        assert_eq!((req.user.as_deref(), req.timeout_ms), (Some("alice"), Some(5000)));
+        assert_eq!(ExecRequest::parse(&payload_of("exec-tty")).unwrap().tty, Some((30, 100)));
+        assert_eq!(parse_resize(&payload_of("resize")), Ok((50, 132)));
+        let timed_out = ExitStatus { timed_out: true, ..ExitStatus::signaled(9) };
+        assert_eq!(frame::encode(11, kind::EXIT, &timed_out.to_payload()), frame_hex("exit-timeout"));
+        let limit = "EXEC on stream 15 refused: 1024 streams are already open; wait for one to end";
+        assert_eq!(frame::encode(15, kind::ERROR, &error(code::LIMIT, limit)), frame_hex("error-limit"));
+    }
+
+    #[test]
     fn signal_and_window_vectors_parse() {
         assert_eq!(parse_signal(&payload_of("signal")), Ok(15));
         assert_eq!(parse_window(&payload_of("window")), Ok(0x10000));

@@ -750,6 +750,22 @@ impl Server {
         self.remember_closed(id);
     }
 
+    /// A bad frame on an open stream ends that stream (docs/protocol.md, "ERROR"): an exec's
+    /// process group is killed and no EXIT follows; a transfer is dropped. Then the ERROR.
+    fn abort_stream(&mut self, id: u32, code: &str, msg: &str) {
+        if let Some(s) = self.streams.remove(&id) {
+            if s.status.is_none() && sys::send_signal(-s.pid, sys::SIGKILL).is_err() {
+                let _ = sys::send_signal(s.pid, sys::SIGKILL);
+            }
+            if s.status.is_some() {
+                self.by_pid.remove(&s.pid);
+            }
+        }
+        self.files.remove(&id);
+        self.remember_closed(id);
+        self.send_error(id, code, msg);
+    }
+
     /// Frames for a stream that is not open: quiet if it ended recently (the host may not have
     /// seen the EXIT yet), an ERROR otherwise. True if the stream is open.
     fn known(&mut self, id: u32, what: &str) -> bool {
@@ -771,10 +787,10 @@ impl Server {
             if data.is_empty() {
                 return;
             }
-            return self.send_error(id, code::REQUEST, &format!("STDIN on stream {id}, whose EXEC had stdin:false"));
+            return self.abort_stream(id, code::REQUEST, &format!("STDIN on stream {id}, whose EXEC had stdin:false"));
         }
         if s.stdin_eof {
-            return self.send_error(id, code::REQUEST, &format!("STDIN on stream {id} after its end of input"));
+            return self.abort_stream(id, code::REQUEST, &format!("STDIN on stream {id} after its end of input"));
         }
         if let Err(o) = s.stdin_window.receive(data.len()) {
             return self.protocol_error(&format!(
@@ -803,7 +819,7 @@ impl Server {
         }
         let sig = match message::parse_signal(payload) {
             Ok(sig) => sig,
-            Err(e) => return self.send_error(id, code::REQUEST, &e.0),
+            Err(e) => return self.abort_stream(id, code::REQUEST, &e.0),
         };
         let s = &self.streams[&id];
         // The whole process group (the exec is a session leader), so a shell's children get it
@@ -820,7 +836,7 @@ impl Server {
         }
         match message::parse_window(payload) {
             Ok(inc) => self.streams.get_mut(&id).unwrap().credit.grant(inc),
-            Err(e) => self.send_error(id, code::REQUEST, &e.0),
+            Err(e) => self.abort_stream(id, code::REQUEST, &e.0),
         }
     }
 
@@ -830,11 +846,11 @@ impl Server {
         }
         let (rows, cols) = match message::parse_resize(payload) {
             Ok(size) => size,
-            Err(e) => return self.send_error(id, code::REQUEST, &e.0),
+            Err(e) => return self.abort_stream(id, code::REQUEST, &e.0),
         };
         let s = &self.streams[&id];
         if !s.tty {
-            return self.send_error(id, code::REQUEST, &format!("RESIZE on stream {id}, which has no terminal (EXEC without tty)"));
+            return self.abort_stream(id, code::REQUEST, &format!("RESIZE on stream {id}, which has no terminal (EXEC without tty)"));
         }
         // Once the terminal's output is closed the process is gone; nothing to resize.
         if let Some(master) = s.stdout.as_ref().or(s.tty_held.as_ref()) {
@@ -896,7 +912,13 @@ impl Server {
             }
         };
         match transfer {
-            Ok(t) => {
+            Ok(mut t) => {
+                if let Transfer::Write { window, .. } = &mut t {
+                    // The file takes data as fast as it comes: widen the window (docs/protocol.md).
+                    let extra = files::TRANSFER_WINDOW - crate::frame::INITIAL_WINDOW;
+                    window.widen(extra);
+                    self.send(id, kind::WINDOW, &message::window_payload(extra));
+                }
                 self.files.insert(id, t);
             }
             Err(e) => self.fs_error(id, e),
@@ -909,7 +931,7 @@ impl Server {
             return;
         }
         let Some(Transfer::Write { file, window, written, path }) = self.files.get_mut(&id) else {
-            return self.send_error(id, code::REQUEST, &format!("DATA on stream {id}, which is not a FILE write"));
+            return self.abort_stream(id, code::REQUEST, &format!("DATA on stream {id}, which is not a FILE write"));
         };
         if let Err(o) = window.receive(data.len()) {
             return self.protocol_error(&format!(
@@ -940,11 +962,11 @@ impl Server {
     fn on_file_window(&mut self, id: u32, payload: &[u8]) {
         let inc = match message::parse_window(payload) {
             Ok(inc) => inc,
-            Err(e) => return self.send_error(id, code::REQUEST, &e.0),
+            Err(e) => return self.abort_stream(id, code::REQUEST, &e.0),
         };
         match self.files.get_mut(&id) {
             Some(Transfer::Read { credit, .. } | Transfer::List { credit, .. }) => credit.grant(inc),
-            _ => self.send_error(id, code::REQUEST, &format!("WINDOW on stream {id}, a FILE write (the agent grants, not the host)")),
+            _ => self.abort_stream(id, code::REQUEST, &format!("WINDOW on stream {id}, a FILE write (the agent grants, not the host)")),
         }
     }
 

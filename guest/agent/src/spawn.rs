@@ -7,6 +7,7 @@
 
 use crate::message::{env_get, env_set, ExecRequest, DEFAULT_PATH};
 use crate::sys::{self, ChildSetup};
+use crate::users::{self, Identity};
 use std::ffi::CString;
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -112,6 +113,7 @@ pub fn classify_child_failure(stage: u8, errno: i32, program: &str, cwd: &str) -
     let text = sys::errno_text(errno);
     match stage {
         sys::STAGE_CWD => StartError { code: CANNOT_START, message: format!("cannot enter working directory {cwd}: {text}") },
+        sys::STAGE_USER => StartError { code: CANNOT_START, message: format!("cannot switch to the exec's user for {program}: {text}") },
         sys::STAGE_EXEC => match errno {
             // The file was there a moment ago, so ENOENT means its interpreter (#! line) or
             // dynamic loader is missing.
@@ -151,7 +153,25 @@ pub struct Child {
 /// process group), the merged environment, `cwd`, and pipes; stdin is /dev/null unless the host
 /// streams it.
 pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, StartError> {
-    let env = merge_env(base_env, &req.env);
+    let mut env = merge_env(base_env, &req.env);
+    let identity = match &req.user {
+        None => None,
+        Some(spec) => Some(users::resolve(spec).map_err(|e| StartError { code: CANNOT_START, message: e.0 })?),
+    };
+    if let Some(id) = &identity {
+        // The user's own HOME (and names) unless the exec sets them: the INIT base says /root.
+        let own = |k: &str| req.env.iter().any(|(key, _)| key == k);
+        if !own("HOME") {
+            env_set(&mut env, "HOME", &id.home);
+        }
+        if let Some(name) = id.name.as_deref() {
+            for key in ["USER", "LOGNAME"] {
+                if !own(key) {
+                    env_set(&mut env, key, name);
+                }
+            }
+        }
+    }
     check_cwd(&req.cwd)?;
     let cwd_c = cstring("cwd", &req.cwd)?;
     let argv_c = req
@@ -179,7 +199,8 @@ pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, 
     if let Some((rows, cols)) = req.tty {
         let (master, slave) = sys::open_pty(rows, cols).map_err(|e| io_err("pseudo-terminal", e))?;
         let input = if req.stdin { Some(sys::dup_fd(&master).map_err(|e| io_err("pseudo-terminal", e))?) } else { None };
-        let pid = start(&ChildFds { stdin: &slave, stdout: &slave, stderr: &slave, tty: true }, &cwd_c, &program_c, &argv_p, &envp, req)?;
+        let fds = ChildFds { stdin: &slave, stdout: &slave, stderr: &slave, tty: true, identity: identity.as_ref() };
+        let pid = start(&fds, &cwd_c, &program_c, &argv_p, &envp, req)?;
         drop(slave);
         sys::set_nonblocking(master.as_raw_fd()).map_err(|e| io_err("non-blocking terminal", e))?;
         return Ok(Child { pid, stdin: input, stdout: master, stderr: None });
@@ -196,7 +217,8 @@ pub fn spawn(req: &ExecRequest, base_env: &[(String, String)]) -> Result<Child, 
             Err(_) => (sys::pipe().map_err(|e| io_err("stdin pipe", e))?.0, None),
         }
     };
-    let pid = start(&ChildFds { stdin: &in_child, stdout: &out_w, stderr: &err_w, tty: false }, &cwd_c, &program_c, &argv_p, &envp, req)?;
+    let fds = ChildFds { stdin: &in_child, stdout: &out_w, stderr: &err_w, tty: false, identity: identity.as_ref() };
+    let pid = start(&fds, &cwd_c, &program_c, &argv_p, &envp, req)?;
     drop((in_child, out_w, err_w));
     for fd in [&out_r, &err_r].into_iter().chain(in_agent.as_ref()) {
         sys::set_nonblocking(fd.as_raw_fd()).map_err(|e| io_err("non-blocking pipe", e))?;
@@ -210,6 +232,7 @@ struct ChildFds<'a> {
     stdout: &'a OwnedFd,
     stderr: &'a OwnedFd,
     tty: bool,
+    identity: Option<&'a Identity>,
 }
 
 /// Forks and execs; returns the pid once the program runs, or why it could not.
@@ -236,6 +259,7 @@ fn start(
         argv,
         envp,
         report: report_w.as_raw_fd(),
+        identity: fds.identity.map(|i| (i.uid, i.gid, i.groups.as_slice())),
     };
     let pid = sys::fork_exec(&setup).map_err(|e| io_err("fork", e))?;
     drop(report_w);
@@ -396,6 +420,8 @@ mod tests {
             cwd: cwd.into(),
             stdin: false,
             tty: None,
+            user: None,
+            timeout_ms: None,
         };
         let child = spawn(&req(&["sh", "-c", "printf '%s|%s' \"$GREETING\" \"$(pwd)\""], "/tmp"), &base).unwrap();
         let status = sys::wait_for(child.pid).unwrap();

@@ -131,6 +131,9 @@ extern "C" {
     fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
     fn prctl(option: c_int, arg2: c_ulong, arg3: c_ulong, arg4: c_ulong, arg5: c_ulong) -> c_int;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
+    fn setgroups(size: usize, list: *const c_uint) -> c_int;
+    fn setgid(gid: c_uint) -> c_int;
+    fn setuid(uid: c_uint) -> c_int;
 }
 
 pub fn errno() -> c_int {
@@ -175,6 +178,26 @@ pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let n = unsafe { read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Reads up to `max` bytes onto the end of `out`, into its spare capacity: no zero-filling of
+/// room the read may not use (a pipe or console read often returns far less than asked).
+pub fn read_append(fd: RawFd, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    out.reserve(max);
+    let len = out.len();
+    loop {
+        // SAFETY: reserve() made room for `max` more bytes past len; read writes at most max.
+        let n = unsafe { read(fd, out.as_mut_ptr().add(len).cast(), max) };
+        if n >= 0 {
+            // SAFETY: read initialised exactly n (<= max) bytes past len.
+            unsafe { out.set_len(len + n as usize) };
             return Ok(n as usize);
         }
         let err = io::Error::last_os_error();
@@ -478,12 +501,15 @@ pub struct ChildSetup<'a> {
     pub controlling_tty: bool,
     /// Where the child reports a failure before exec: one stage byte and the errno (4 bytes BE).
     pub report: RawFd,
+    /// Switch to (uid, gid, supplementary groups) before entering `cwd`; None: stay root.
+    pub identity: Option<(u32, u32, &'a [u32])>,
 }
 
 /// Stage byte the child reports when it fails before the program runs.
 pub const STAGE_SETUP: u8 = 1;
 pub const STAGE_CWD: u8 = 2;
 pub const STAGE_EXEC: u8 = 3;
+pub const STAGE_USER: u8 = 4;
 
 /// Forks a child that runs `setup` and returns its pid. The child is a session and process-group
 /// leader, so a signal to `-pid` reaches everything it starts.
@@ -526,6 +552,12 @@ pub fn fork_exec(setup: &ChildSetup) -> io::Result<c_int> {
             close_range(3, (setup.report - 1) as c_uint, 0);
         }
         close_range((setup.report + 1).max(3) as c_uint, c_uint::MAX, 0);
+        // Groups first: once the uid is not 0, the process may no longer change them.
+        if let Some((uid, gid, groups)) = setup.identity {
+            if setgroups(groups.len(), groups.as_ptr()) < 0 || setgid(gid) < 0 || setuid(uid) < 0 {
+                fail(STAGE_USER);
+            }
+        }
         if chdir(setup.cwd.as_ptr()) < 0 {
             fail(STAGE_CWD);
         }

@@ -93,17 +93,26 @@ fn stream_id_errors() {
 #[test]
 fn malformed_control_payloads_are_request_errors() {
     let mut a = Agent::start();
-    a.exec(1, &exec_json(&["sleep", "30"], false));
-    a.send(1, WINDOW, &[0, 1, 0]);
-    expect_error(&mut a, 1, "request", "4 bytes");
-    a.send(1, SIGNAL, br#"{"signal":0}"#);
-    expect_error(&mut a, 1, "request", "1 to 64");
-    a.send(1, SIGNAL, br#"{"signal":"KILL"}"#);
-    expect_error(&mut a, 1, "request", "signal");
-    a.send(1, RESIZE, br#"{"rows":24,"cols":80}"#);
-    expect_error(&mut a, 1, "request", "no terminal");
-    a.send(1, STDIN, b"data");
-    expect_error(&mut a, 1, "request", "stdin:false");
+    // A bad frame on an open exec stream ends it (docs/protocol.md, "ERROR"): the process group
+    // is killed, no EXIT follows, and the id is free again. One fresh exec per bad frame.
+    let cases: [(u8, &[u8], &str); 5] = [
+        (WINDOW, &[0, 1, 0], "4 bytes"),
+        (SIGNAL, br#"{"signal":0}"#, "1 to 64"),
+        (SIGNAL, br#"{"signal":"KILL"}"#, "signal"),
+        (RESIZE, br#"{"rows":24,"cols":80}"#, "no terminal"),
+        (STDIN, b"data", "stdin:false"),
+    ];
+    for (kind, payload, needle) in cases {
+        a.exec(1, &exec_json(&["sh", "-c", "echo $$; exec sleep 30"], false));
+        let pid: i32 = a.recv_on(1).text().trim().parse().unwrap();
+        a.send(1, kind, payload);
+        expect_error(&mut a, 1, "request", needle);
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "exec {pid} survived the ERROR that ended its stream");
+    }
     a.send(0, PING, &[7u8; 65]);
     expect_error(&mut a, 0, "request", "at most 64");
     a.send(0, 0x42, b"");
@@ -113,8 +122,7 @@ fn malformed_control_payloads_are_request_errors() {
     a.send(0, INIT, INIT_JSON.as_bytes());
     expect_error(&mut a, 0, "request", "already");
     a.ping(&[1, 2, 3, 4]);
-    a.send(1, SIGNAL, br#"{"signal":9}"#);
-    assert_eq!(a.collect(1).signal(), Some(9));
+    assert_eq!(a.run(1, &["echo", "still serving"]).stdout_text(), "still serving\n");
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub const EXIT: u8 = 0x14;
 pub const SIGNAL: u8 = 0x15;
 pub const WINDOW: u8 = 0x16;
 pub const RESIZE: u8 = 0x17;
+pub const FILE: u8 = 0x20;
+pub const FILE_RESULT: u8 = 0x21;
+pub const DATA: u8 = 0x22;
 pub const ERROR: u8 = 0x7f;
 
 pub const INITIAL_WINDOW: usize = 262_144;
