@@ -224,3 +224,29 @@ function removeSockets(name: string): void {
     }
   }
 }
+
+/** One request over a running sandbox's control socket (see Supervisor.listenControl); undefined if it does not answer. */
+export async function askSupervisor(name: string, request: object): Promise<Record<string, unknown> | undefined> {
+  const path = join(sandboxDir(name), "control.sock");
+  if (!existsSync(path)) return undefined;
+  let text = "";
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), 2000);
+    Bun.connect({
+      unix: path,
+      socket: {
+        open: (socket) => void socket.write(`${JSON.stringify(request)}\n`),
+        data: (_socket, data) => void (text += data.toString()),
+        close: () => {
+          clearTimeout(timer);
+          try {
+            resolve(JSON.parse(text) as Record<string, unknown>);
+          } catch {
+            resolve(undefined);
+          }
+        },
+        error: () => resolve(undefined),
+      },
+    }).catch(() => resolve(undefined));
+  });
+}

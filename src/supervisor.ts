@@ -120,6 +120,8 @@ export class Supervisor {
   private readonly execLog: ExecLog;
   /** When the sandbox last had no client and no command; undefined while it is in use. */
   private idleSince: number | undefined = Date.now();
+  /** Set when an attached sandbox's creator let it go (detached): its exit no longer stops us. */
+  released = false;
 
   constructor(private readonly record: SandboxRecord) {
     this.dir = sandboxDir(record.name);
@@ -335,7 +337,13 @@ export class Supervisor {
           let reply: unknown;
           try {
             const op = (JSON.parse(request) as { op?: unknown }).op;
-            reply = op === "metrics" ? this.metrics() : { error: `unknown op ${JSON.stringify(op)}` };
+            if (op === "metrics") reply = this.metrics();
+            else if (op === "release") {
+              // The creator detached: the sandbox now outlives it.
+              this.released = true;
+              this.log("released by its creator: it keeps running after the creator exits");
+              reply = { ok: true };
+            } else reply = { error: `unknown op ${JSON.stringify(op)}` };
           } catch {
             reply = { error: "requests are one JSON object per line" };
           }
@@ -488,6 +496,14 @@ export class Supervisor {
     const agentStream = client.streams.get(frame.stream);
     // Frames for a stream that has just exited race with its EXIT; dropping them is correct.
     if (agentStream === undefined) return;
+    if (frame.type === MessageType.DETACH) {
+      // The command outlives this client: no one reads it now but the exec log.
+      client.streams.delete(frame.stream);
+      const route = this.routes.get(agentStream);
+      if (route) route.client = undefined;
+      this.log(`exec ${agentStream} detached from its client`);
+      return;
+    }
     if (frame.type === MessageType.STDIN || frame.type === MessageType.SIGNAL || frame.type === MessageType.WINDOW || frame.type === MessageType.RESIZE || frame.type === MessageType.DATA) {
       this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
     }
@@ -716,7 +732,11 @@ export async function runSupervisor(name: string): Promise<never> {
       : record.config.command;
     if (argv.length > 0) supervisor.runMainCommand(argv);
   }
-  if (!record.config.detached) watchCreator(() => void supervisor.shutdown("its creator exited"));
+  if (!record.config.detached) {
+    watchCreator(() => {
+      if (!supervisor.released) void supervisor.shutdown("its creator exited");
+    });
+  }
   const { maxDurationSeconds, idleTimeoutSeconds } = record.config;
   if (maxDurationSeconds) {
     setTimeout(() => void supervisor.shutdown(`reached its maximum duration of ${maxDurationSeconds} s`), maxDurationSeconds * 1000).unref();

@@ -8,6 +8,7 @@ import { defineCommand, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
 import { sandboxDir } from "../paths";
 import { getSandboxRecord, liveSupervisorPid, liveVmPid } from "../state";
+import { askSupervisor } from "../lifecycle";
 import { positionals } from "./args";
 
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -35,31 +36,6 @@ function rssBytes(pid: number | undefined): number | undefined {
 
 function allocatedBytes(path: string): number | undefined {
   return existsSync(path) ? statSync(path).blocks * 512 : undefined;
-}
-
-async function askSupervisor(name: string, request: object): Promise<Record<string, unknown> | undefined> {
-  const path = join(sandboxDir(name), "control.sock");
-  if (!existsSync(path)) return undefined;
-  let text = "";
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(undefined), 2000);
-    Bun.connect({
-      unix: path,
-      socket: {
-        open: (socket) => void socket.write(`${JSON.stringify(request)}\n`),
-        data: (_socket, data) => void (text += data.toString()),
-        close: () => {
-          clearTimeout(timer);
-          try {
-            resolve(JSON.parse(text) as Record<string, unknown>);
-          } catch {
-            resolve(undefined);
-          }
-        },
-        error: () => resolve(undefined),
-      },
-    }).catch(() => resolve(undefined));
-  });
 }
 
 export interface SandboxMetrics {

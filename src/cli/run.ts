@@ -7,6 +7,15 @@ import { Sandbox, type SpawnOptions } from "../sandbox";
 import { checkFlags, splitCommand } from "./args";
 import { commandFor, progressBars } from "../image";
 import { sandboxArgs, sandboxOptionsFrom } from "./options";
+import { isInteractiveTerminal, runOnTerminal } from "./terminal";
+import { askSupervisor } from "../lifecycle";
+
+/** --tty / --no-tty / auto: a terminal when both ends are one. */
+export function wantsTerminal(flag: unknown): boolean {
+  if (flag === undefined) return isInteractiveTerminal();
+  if (flag && !isInteractiveTerminal()) throw new MsbError("usage", "--tty needs a terminal on stdin and stdout; without one, leave it out");
+  return Boolean(flag);
+}
 
 const runArgs = {
   image: { type: "positional", required: false, description: "Image to run (default: the built-in busybox root)" },
@@ -14,6 +23,11 @@ const runArgs = {
     type: "boolean",
     alias: "d",
     description: "Start in the background and print the name. A command after -- runs as the main process (the sandbox stops when it exits; msb logs shows its output); without one the sandbox waits for msb exec",
+  },
+  tty: {
+    type: "boolean",
+    alias: "t",
+    description: "Give the command a terminal (default when stdin and stdout are one; --no-tty for pipes). Ctrl-P Ctrl-Q detaches",
   },
   ...sandboxArgs,
 } satisfies ArgsDef;
@@ -53,10 +67,24 @@ export const run = defineCommand({
     if (!args.quiet) process.stderr.write(`msb: ${sandbox.notice}\n`);
     let status;
     try {
-      status = await streamCommand(sandbox, argv);
-    } finally {
+      if (wantsTerminal(args.tty)) {
+        const result = await runOnTerminal(sandbox, argv);
+        if (result.detached) {
+          // Let the sandbox outlive us: it is stopped (and, if unnamed, removed) when asked.
+          await askSupervisor(sandbox.name, { op: "release" });
+          sandbox.close();
+          process.stderr.write(`\r\nmsb: detached; sandbox ${sandbox.name} keeps running (msb exec|logs|stop ${sandbox.name})\n`);
+          return;
+        }
+        status = result.status;
+      } else {
+        status = await streamCommand(sandbox, argv);
+      }
+    } catch (error) {
       await sandbox.stop();
+      throw error;
     }
+    await sandbox.stop();
     process.exitCode = status.code ?? 128 + (status.signal ?? 0);
   },
 });
