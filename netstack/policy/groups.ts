@@ -71,8 +71,9 @@ export function hostAddresses(): Uint8Array[] {
 export class AddressClassifier {
   constructor(private readonly host: Uint8Array[]) {}
 
-  isHost(ip: Uint8Array): boolean {
-    return spellings(ip).some((s) => this.host.some((h) => bytesEqual(h, s)));
+  isHost(ip: Uint8Array, sp = spellings(ip)): boolean {
+    for (const s of sp) for (const h of this.host) if (bytesEqual(h, s)) return true;
+    return false;
   }
 
   /**
@@ -80,12 +81,11 @@ export class AddressClassifier {
    * link-local, host before public). `viaHostAlias`: the guest addressed the gateway, meaning the
    * host's loopback.
    */
-  groups(ip: Uint8Array, viaHostAlias = false): Group[] {
+  groups(ip: Uint8Array, viaHostAlias = false, sp = spellings(ip)): Group[] {
     const out: Group[] = [];
-    const sp = spellings(ip);
-    if (viaHostAlias || this.isHost(ip)) out.push("host");
+    if (viaHostAlias || this.isHost(ip, sp)) out.push("host");
     for (const [g, nets] of RANGES) {
-      if (sp.some((s) => nets.some((n) => inPrefix(s, n.addr, n.prefix)))) out.push(g);
+      search: for (const s of sp) for (const n of nets) if (inPrefix(s, n.addr, n.prefix)) { out.push(g); break search; }
     }
     if (out.length === 0) out.push("public");
     return out;
@@ -95,8 +95,4 @@ export class AddressClassifier {
   isNonPublic(ip: Uint8Array): boolean {
     return this.groups(ip)[0] !== "public";
   }
-}
-
-export function inAnySpelling(ip: Uint8Array, net: { addr: Uint8Array; prefix: number }): boolean {
-  return spellings(ip).some((s) => inPrefix(s, net.addr, net.prefix));
 }

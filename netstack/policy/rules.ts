@@ -272,10 +272,13 @@ export class CompiledPolicy {
     this.classifier = new AddressClassifier(host);
   }
 
-  private targetMatchesAddress(t: Target, ip: Uint8Array, viaHostAlias: boolean, groups: () => Group[]): boolean {
+  private targetMatchesAddress(t: Target, sp: Uint8Array[], groups: () => Group[]): boolean {
     switch (t.kind) {
       case "any": return true;
-      case "cidr": return spellings(ip).some((s) => inPrefix(s, t.addr, t.prefix));
+      case "cidr": {
+        for (const s of sp) if (inPrefix(s, t.addr, t.prefix)) return true;
+        return false;
+      }
       case "group": return groups().includes(t.group);
       default: return false;
     }
@@ -285,7 +288,8 @@ export class CompiledPolicy {
   decide(q: FlowQuery): Decision {
     const rules = q.direction === "ingress" ? this.ingress : this.egress;
     let groups: Group[] | null = null;
-    const g = () => (groups ??= this.classifier.groups(q.ip, q.viaHostAlias === true));
+    const sp = spellings(q.ip);
+    const g = () => (groups ??= this.classifier.groups(q.ip, q.viaHostAlias === true, sp));
     for (const r of rules) {
       if (r.proto !== "any" && r.proto !== q.proto) continue;
       if (r.ports) {
@@ -295,7 +299,7 @@ export class CompiledPolicy {
       const t = r.target;
       const hit = t.kind === "domain" || t.kind === "suffix"
         ? (q.names ?? []).some((n) => nameMatches(t, n))
-        : this.targetMatchesAddress(t, q.ip, q.viaHostAlias === true, g);
+        : this.targetMatchesAddress(t, sp, g);
       if (hit) return { allow: r.action === "allow", rule: r };
     }
     return { allow: q.direction === "ingress" ? this.ingressDefaultAllow : this.defaultAllow, rule: null };
@@ -329,7 +333,8 @@ export class CompiledPolicy {
    */
   answerDecision(names: readonly string[], ip: Uint8Array): Decision {
     let groups: Group[] | null = null;
-    const g = () => (groups ??= this.classifier.groups(ip));
+    const sp = spellings(ip);
+    const g = () => (groups ??= this.classifier.groups(ip, false, sp));
     let byName: Rule | null = null;
     for (const r of this.egress) {
       const t = r.target;
@@ -339,7 +344,7 @@ export class CompiledPolicy {
         else if (isFullDeny(r) && !byName) return { allow: false, rule: r };
         continue;
       }
-      if (!this.targetMatchesAddress(t, ip, false, g)) continue;
+      if (!this.targetMatchesAddress(t, sp, g)) continue;
       if (r.action === "allow" && t.kind !== "any") return { allow: true, rule: r };
       if (isFullDeny(r)) return { allow: false, rule: r };
     }
