@@ -4,7 +4,8 @@
 // separate layers. Then the store side: ensureImage with a disk limit, caching, rmi.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { ImageError } from "./errors.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ErofsReader } from "./erofsread.ts";
@@ -154,6 +155,26 @@ d("merging layers", () => {
   });
 });
 
+d("damaged layer files", () => {
+  test("a truncated or garbage layer file is refused naming it, and nothing is left behind", async () => {
+    const good = await toErofs([{ path: "a/b", data: "x".repeat(10000) }, { path: "c", data: "y" }]);
+    const truncated = join(dir, "truncated.erofs");
+    writeFileSync(truncated, readFileSync(good).subarray(0, 4096 * 2));
+    const garbage = join(dir, "garbage.erofs");
+    writeFileSync(garbage, new Uint8Array(8192).fill(7));
+    for (const [bad, why] of [[truncated, /shorter than its superblock says|outside the file/], [garbage, /no EROFS superblock/]] as const) {
+      const out = join(dir, `out${n++}.erofs`);
+      let err: unknown;
+      try { await mergeLayers([good, bad], out); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(ImageError);
+      expect((err as Error).message).toContain(`cached layer ${bad} is damaged`);
+      expect((err as Error).message).toMatch(why);
+      expect(existsSync(out)).toBe(false);
+      expect(existsSync(out + ".tails")).toBe(false);
+    }
+  });
+});
+
 d("images with more layers than disks", () => {
   test("ensureImage flattens on first use, caches by image id, and rmi removes the flat image", async () => {
     const home = mkdtempSync(join(dir, "home-"));
@@ -177,6 +198,12 @@ d("images with more layers than disks", () => {
     await store.verify(record.id);
     expect(store.list()[0]!.size).toBeGreaterThan(statSync(root.layers[0]!).size);
     expect(readdirSync(store.tmpDir)).toEqual([]);
+    // A changed flat image is caught by verify, naming the file.
+    chmodSync(root.layers[0]!, 0o644);
+    const bytes = readFileSync(root.layers[0]!);
+    bytes[bytes.length - 1]! ^= 0xff;
+    writeFileSync(root.layers[0]!, bytes);
+    await expect(store.verify(record.id)).rejects.toThrow(/flattened layers .*flat.*\.erofs have changed/);
     store.remove("local/six:1");
     expect(readdirSync(store.flatDir)).toEqual([]);
     expect(readdirSync(store.layersDir)).toEqual([]);
