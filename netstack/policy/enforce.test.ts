@@ -155,3 +155,26 @@ test("DenialLog: per destination, in total, and the window summary", () => {
   ]);
   log.close();
 });
+
+describe("ingress rules on published ports", () => {
+  test("a peer an ingress rule denies is cut off and logged; an allowed one gets through to the guest", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const denyAll = setup({ policy: compilePolicy({ hostAddresses: [], deny: ["ingress:any"] }), publishedPorts: [`${port}:8080`] });
+    await denyAll.stack.start();
+    const closed = Promise.withResolvers<void>();
+    await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, close() { closed.resolve(); } } });
+    await closed.promise;
+    expect(denyAll.lines.join("\n")).toMatch(/denied ingress tcp 127\.0\.0\.1 → guest:8080 by default/);
+    denyAll.stack.close();
+
+    const port2 = port + 1;
+    const allowLocal = setup({ policy: compilePolicy({ hostAddresses: [], deny: ["ingress:any"], allow: ["ingress:tcp:127.0.0.1:8080"] }), publishedPorts: [`${port2}:8080`] });
+    await allowLocal.stack.start();
+    const s = await Bun.connect({ hostname: "127.0.0.1", port: port2, socket: { data() {} } });
+    // Let the stack open its side toward the guest (a SYN out of the gateway).
+    await Bun.sleep(50);
+    expect(allowLocal.stack.iface.tcp.size).toBe(1);
+    expect(allowLocal.lines.filter((l) => l.includes("denied"))).toEqual([]);
+    s.end();
+  });
+});
