@@ -9,6 +9,7 @@ import { image, images, loginCommand, logoutCommand, pull, rmi } from "./image";
 import { run } from "./run";
 import { create, inspect, kill, ls, ps, restart, rm, start, stop } from "./sandboxes";
 import { exec } from "./exec";
+import { cp } from "./cp";
 import { logs } from "./logs";
 import { metrics } from "./metrics";
 import { completionsCommand } from "./completions";
@@ -17,6 +18,7 @@ import { completionsCommand } from "./completions";
 const subCommands = {
   run,
   exec,
+  cp,
   create,
   start,
   stop,
