@@ -34,23 +34,25 @@ export function isVolumeName(source: string): boolean {
  * One entry of the config's `volumes`: a host path or named volume at `target`, or a tmpfs.
  * Host paths come out absolute.
  */
-export const volumeSchema = z.union([
-  z
-    .object({
-      source: z.string().min(1),
-      target: guestPath,
-      readonly: z.boolean().default(false),
-    })
-    .strict()
-    .transform((v) => ({ ...v, source: isVolumeName(v.source) ? v.source : absoluteHostPath(v.source) })),
-  z
-    .object({
-      tmpfs: z.literal(true),
-      target: guestPath,
-      sizeMiB: z.number().int().positive().optional(),
-    })
-    .strict(),
-]);
+export const volumeSchema = z
+  .object({
+    /** A host path (directory or file), or the name of a volume under MSB_HOME/volumes. */
+    source: z.string().min(1).optional(),
+    /** Where it appears in the sandbox (absolute). */
+    target: guestPath,
+    readonly: z.boolean().default(false),
+    /** A private tmpfs instead of a source. */
+    tmpfs: z.boolean().optional(),
+    sizeMiB: z.number().int().positive().optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if ((v.source === undefined) === !v.tmpfs) {
+      ctx.addIssue({ code: "custom", message: `give either source (a host path or volume name) or tmpfs: true for ${v.target}` });
+    }
+    if (v.sizeMiB !== undefined && !v.tmpfs) ctx.addIssue({ code: "custom", message: "sizeMiB applies to tmpfs volumes only" });
+  })
+  .transform((v) => (v.source === undefined ? v : { ...v, source: isVolumeName(v.source) ? v.source : absoluteHostPath(v.source) }));
 export type VolumeOption = z.input<typeof volumeSchema>;
 export type Volume = z.output<typeof volumeSchema>;
 
@@ -113,7 +115,7 @@ function volumeDataPath(name: string): string {
 export function volumeUsers(name: string, sandboxVolumes: () => Iterable<[string, Volume[]]> = defaultSandboxVolumes): string[] {
   const users: string[] = [];
   for (const [sandbox, volumes] of sandboxVolumes()) {
-    if (volumes.some((v) => "source" in v && v.source === name)) users.push(sandbox);
+    if (volumes.some((v) => v.source === name)) users.push(sandbox);
   }
   return users.sort();
 }
@@ -185,7 +187,7 @@ export function guestMounts(volumes: Volume[], sandbox: string): GuestMounts {
   const shares: ShareSpec[] = [];
   const mounts: Record<string, unknown>[] = [];
   for (const v of volumes) {
-    if ("tmpfs" in v) {
+    if (v.tmpfs || v.source === undefined) {
       mounts.push({ kind: "tmpfs", path: v.target, ...(v.sizeMiB ? { sizeMiB: v.sizeMiB } : {}) });
       continue;
     }

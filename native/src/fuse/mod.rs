@@ -7,7 +7,7 @@
 
 pub mod host;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use host::*;
@@ -65,9 +65,14 @@ pub const MAX_REQUEST: usize = MAX_IO as usize + 4096;
 /// How long the guest may cache entries and attributes (seconds): short, so host-side and other
 /// sandboxes' changes show up quickly.
 const CACHE_SECS: u64 = 1;
-/// Bounds on host fds a guest can make the server hold (each inode and handle is one fd).
-const MAX_INODES: usize = 262_144;
+/// Bounds on what a guest can make the server hold. Inodes beyond the fd budget keep only their
+/// parent and name and are re-resolved (beneath the parent, checked against their dev/ino) when
+/// used again, so a guest caching 100,000 inodes does not need 100,000 host fds.
+const MAX_INODES: usize = 1 << 20;
+const MAX_FD_BUDGET: usize = 65_536;
 const MAX_HANDLES: usize = 16_384;
+/// A path deeper than this is not re-resolved (ESTALE): bounds the walk a hostile tree can cause.
+const MAX_DEPTH: usize = 4096;
 
 // INIT flags.
 const FUSE_ASYNC_READ: u32 = 1 << 0;
@@ -156,11 +161,16 @@ impl Out {
 }
 
 struct Inode {
-    fd: OwnedFd,
+    /// O_PATH fd, or None when evicted (re-resolved from `parent` and `name`).
+    fd: Option<OwnedFd>,
     dev: u64,
     ino: u64,
     kind: u32,
     lookups: u64,
+    parent: u64,
+    name: Vec<u8>,
+    /// The request that last used the fd: never evicted while that request runs.
+    used_in: u64,
 }
 
 struct Handle {
@@ -180,6 +190,11 @@ pub struct FuseServer {
     initialized: bool,
     /// Single-file share: the root directory shows only this entry and cannot change.
     only: Option<Vec<u8>>,
+    open_fds: VecDeque<u64>,
+    open_count: usize,
+    fd_budget: usize,
+    max_handles: usize,
+    seq: u64,
 }
 
 type R = Result<Vec<u8>, i32>;
@@ -205,7 +220,9 @@ impl FuseServer {
         let fd = open_root(dir).map_err(|e| format!("cannot open shared directory {dir}: {}", std::io::Error::from_raw_os_error(e)))?;
         let st = stat_fd(fd.as_raw_fd()).map_err(|e| format!("cannot stat shared directory {dir}: {}", std::io::Error::from_raw_os_error(e)))?;
         let mut inodes = HashMap::new();
-        inodes.insert(ROOT_ID, Inode { fd, dev: st.dev, ino: st.ino, kind: S_IFDIR, lookups: 1 });
+        inodes.insert(ROOT_ID, Inode { fd: Some(fd), dev: st.dev, ino: st.ino, kind: S_IFDIR, lookups: 1, parent: ROOT_ID, name: Vec::new(), used_in: 0 });
+        let limit = raise_fd_limit();
+        let fd_budget = (limit / 4).clamp(16, MAX_FD_BUDGET);
         Ok(FuseServer {
             read_only,
             inodes,
@@ -215,11 +232,26 @@ impl FuseServer {
             next_fh: 1,
             initialized: false,
             only: None,
+            open_fds: VecDeque::new(),
+            open_count: 0,
+            fd_budget,
+            max_handles: (limit / 4).clamp(16, MAX_HANDLES),
+            seq: 0,
         })
     }
 
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// How many inode fds are open now (at most the budget, plus those one request pins).
+    pub fn open_inode_fds(&self) -> usize {
+        self.open_count
+    }
+
+    #[cfg(test)]
+    pub fn set_fd_budget(&mut self, n: usize) {
+        self.fd_budget = n;
     }
 
     /// Handles one request (in header + arguments) and returns the reply (out header + data),
@@ -228,6 +260,7 @@ impl FuseServer {
         if req.len() < IN_HEADER_LEN {
             return None;
         }
+        self.seq += 1;
         let mut h = Args { b: &req[..IN_HEADER_LEN] };
         let len = h.u32().ok()? as usize;
         let opcode = h.u32().ok()?;
@@ -281,16 +314,15 @@ impl FuseServer {
                 self.lookup(node, name)
             }
             GETATTR => {
-                let st = stat_fd(self.inode(node)?.fd.as_raw_fd())?;
+                let st = stat_fd(self.fd_of(node)?)?;
                 Ok(attr_out(&st))
             }
             SETATTR => self.setattr(node, &mut a),
             READLINK => {
-                let i = self.inode(node)?;
-                if i.kind != S_IFLNK {
+                if self.inode(node)?.kind != S_IFLNK {
                     return Err(EINVAL);
                 }
-                readlink_fd(i.fd.as_raw_fd())
+                readlink_fd(self.fd_of(node)?)
             }
             SYMLINK => {
                 let name = a.name()?;
@@ -326,7 +358,7 @@ impl FuseServer {
                 let entry = self.lookup(node, name)?;
                 // Exact mode regardless of the host process's umask; never setgid/setuid.
                 let id = u64::from_le_bytes(entry[..8].try_into().unwrap());
-                let fd = self.inode(id)?.fd.as_raw_fd();
+                let fd = self.fd_of(id)?;
                 chmod_path_fd(fd, mode & 0o1777)?;
                 self.entry_for(id)
             }
@@ -353,16 +385,20 @@ impl FuseServer {
                 let new = a.name()?;
                 let (od, nd) = (self.dir_fd(node)?, self.dir_fd(newdir)?);
                 rename_at(od, old, nd, new, flags)?;
+                // Keep evictable inodes' names right: they are re-resolved by name.
+                self.renamed(nd, newdir, new);
+                if flags & 2 != 0 {
+                    self.renamed(od, node, old);
+                }
                 Ok(Vec::new())
             }
             LINK => {
                 let old = a.u64()?;
                 let name = a.name()?;
-                let src = self.inode(old)?;
-                if src.kind == S_IFDIR {
+                if self.inode(old)?.kind == S_IFDIR {
                     return Err(EPERM);
                 }
-                let src_fd = src.fd.as_raw_fd();
+                let src_fd = self.fd_of(old)?;
                 let dir = self.dir_fd(node)?;
                 link_fd(src_fd, dir, name)?;
                 self.lookup(node, name)
@@ -408,7 +444,7 @@ impl FuseServer {
                 Ok(o.0)
             }
             STATFS => {
-                let s = statfs_fd(self.inode(node)?.fd.as_raw_fd())?;
+                let s = statfs_fd(self.fd_of(node)?)?;
                 let mut o = Out::new();
                 o.u64(s.blocks).u64(s.bfree).u64(s.bavail).u64(s.files).u64(s.ffree);
                 o.u32(s.bsize as u32).u32(s.namelen as u32).u32(s.frsize as u32).u32(0);
@@ -530,12 +566,83 @@ impl FuseServer {
         self.inodes.get(&id).ok_or(ENOENT)
     }
 
-    fn dir_fd(&self, id: u64) -> Result<i32, i32> {
-        let i = self.inode(id)?;
-        if i.kind != S_IFDIR {
+    fn dir_fd(&mut self, id: u64) -> Result<i32, i32> {
+        if self.inode(id)?.kind != S_IFDIR {
             return Err(ENOTDIR);
         }
-        Ok(i.fd.as_raw_fd())
+        self.fd_of(id)
+    }
+
+    /// The O_PATH fd of inode `id`, re-resolving it (and evicted ancestors) when evicted.
+    fn fd_of(&mut self, id: u64) -> Result<i32, i32> {
+        let seq = self.seq;
+        let mut chain = Vec::new();
+        let mut cur = id;
+        loop {
+            let i = self.inodes.get_mut(&cur).ok_or(if cur == id { ENOENT } else { ESTALE })?;
+            if let Some(fd) = &i.fd {
+                i.used_in = seq;
+                if chain.is_empty() {
+                    return Ok(fd.as_raw_fd());
+                }
+                break;
+            }
+            if chain.len() >= MAX_DEPTH {
+                return Err(ESTALE);
+            }
+            chain.push(cur);
+            cur = i.parent;
+        }
+        let mut parent_fd = self.inodes[&cur].fd.as_ref().map(|f| f.as_raw_fd()).ok_or(ESTALE)?;
+        for &cid in chain.iter().rev() {
+            let i = &self.inodes[&cid];
+            let fd = open_beneath(parent_fd, &i.name, O_PATH, 0).map_err(|e| if e == ENOENT { ESTALE } else { e })?;
+            let st = stat_fd(fd.as_raw_fd())?;
+            if (st.dev, st.ino) != (i.dev, i.ino) {
+                // Renamed or replaced behind our back: the guest looks it up again.
+                return Err(ESTALE);
+            }
+            parent_fd = fd.as_raw_fd();
+            self.store_fd(cid, fd);
+        }
+        Ok(parent_fd)
+    }
+
+    /// Gives inode `id` an fd, evicting the oldest fds not used by this request if over budget.
+    fn store_fd(&mut self, id: u64, fd: OwnedFd) {
+        let seq = self.seq;
+        if let Some(i) = self.inodes.get_mut(&id) {
+            i.fd = Some(fd);
+            i.used_in = seq;
+            self.open_count += 1;
+            self.open_fds.push_back(id);
+        }
+        let mut scanned = 0;
+        while self.open_count > self.fd_budget && scanned < self.open_fds.len() {
+            let Some(victim) = self.open_fds.pop_front() else { break };
+            scanned += 1;
+            match self.inodes.get_mut(&victim) {
+                Some(i) if victim != ROOT_ID && i.fd.is_some() => {
+                    if i.used_in == seq {
+                        self.open_fds.push_back(victim);
+                        continue;
+                    }
+                    i.fd = None;
+                    self.open_count -= 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After a rename: the inode now at `name` in `dir` (if we know it) is re-homed there.
+    fn renamed(&mut self, dir_fd: i32, dir: u64, name: &[u8]) {
+        let Ok(fd) = open_beneath(dir_fd, name, O_PATH, 0) else { return };
+        let Ok(st) = stat_fd(fd.as_raw_fd()) else { return };
+        if let Some(i) = self.by_host.get(&(st.dev, st.ino)).and_then(|id| self.inodes.get_mut(id)) {
+            i.parent = dir;
+            i.name = name.to_vec();
+        }
     }
 
     fn handle_fd(&self, fh: u64) -> Result<i32, i32> {
@@ -545,16 +652,23 @@ impl FuseServer {
     fn lookup(&mut self, parent: u64, name: &[u8]) -> R {
         let dir = self.dir_fd(parent)?;
         let fd = open_beneath(dir, name, O_PATH, 0)?;
-        self.adopt(fd)
+        self.adopt(parent, name, fd)
     }
 
     /// Records an O_PATH fd as an inode (or bumps the one already known for it); entry reply.
-    fn adopt(&mut self, fd: OwnedFd) -> R {
+    fn adopt(&mut self, parent: u64, name: &[u8], fd: OwnedFd) -> R {
         let st = stat_fd(fd.as_raw_fd())?;
         let id = match self.by_host.get(&(st.dev, st.ino)) {
             Some(&id) => {
                 let i = self.inodes.get_mut(&id).ok_or(EIO)?;
                 i.lookups += 1;
+                if id != ROOT_ID {
+                    i.parent = parent;
+                    i.name = name.to_vec();
+                }
+                if i.fd.is_none() {
+                    self.store_fd(id, fd);
+                }
                 id
             }
             None => {
@@ -563,16 +677,18 @@ impl FuseServer {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                self.inodes.insert(id, Inode { fd, dev: st.dev, ino: st.ino, kind: st.mode & S_IFMT, lookups: 1 });
+                let kind = st.mode & S_IFMT;
+                self.inodes.insert(id, Inode { fd: None, dev: st.dev, ino: st.ino, kind, lookups: 1, parent, name: name.to_vec(), used_in: 0 });
                 self.by_host.insert((st.dev, st.ino), id);
+                self.store_fd(id, fd);
                 id
             }
         };
         Ok(entry_out(id, &st))
     }
 
-    fn entry_for(&self, id: u64) -> R {
-        let st = stat_fd(self.inode(id)?.fd.as_raw_fd())?;
+    fn entry_for(&mut self, id: u64) -> R {
+        let st = stat_fd(self.fd_of(id)?)?;
         Ok(entry_out(id, &st))
     }
 
@@ -584,6 +700,9 @@ impl FuseServer {
             i.lookups = i.lookups.saturating_sub(n);
             if i.lookups == 0 {
                 let key = (i.dev, i.ino);
+                if i.fd.is_some() {
+                    self.open_count -= 1;
+                }
                 self.inodes.remove(&id);
                 if self.by_host.get(&key) == Some(&id) {
                     self.by_host.remove(&key);
@@ -605,7 +724,7 @@ impl FuseServer {
     }
 
     fn add_handle(&mut self, fd: OwnedFd, writable: bool) -> Result<u64, i32> {
-        if self.handles.len() >= MAX_HANDLES {
+        if self.handles.len() >= self.max_handles {
             return Err(EMFILE);
         }
         let fh = self.next_fh;
@@ -615,6 +734,7 @@ impl FuseServer {
     }
 
     fn open(&mut self, node: u64, flags: i32, dir: bool) -> R {
+        let path_fd = self.fd_of(node)?;
         let i = self.inode(node)?;
         let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0;
         match (dir, i.kind) {
@@ -630,7 +750,7 @@ impl FuseServer {
         }
         let keep = O_ACCMODE | O_APPEND | O_TRUNC | O_SYNC | O_DSYNC;
         let host_flags = if dir { O_RDONLY | O_DIRECTORY } else { (flags & keep) | O_NOFOLLOW_UNUSED };
-        let fd = reopen(i.fd.as_raw_fd(), host_flags)?;
+        let fd = reopen(path_fd, host_flags)?;
         let fh = self.add_handle(fd, writes)?;
         let mut o = Out::new();
         o.u64(fh).u32(0).u32(0);
@@ -648,7 +768,7 @@ impl FuseServer {
         // The guest's mode exactly (the host umask does not apply), never setuid/setgid.
         chmod_fd(fd.as_raw_fd(), mode & 0o777)?;
         let path_fd = reopen(fd.as_raw_fd(), O_PATH)?;
-        let entry = self.adopt(path_fd)?;
+        let entry = self.adopt(parent, name, path_fd)?;
         let writable = flags & O_ACCMODE != O_RDONLY;
         let fh = self.add_handle(fd, writable)?;
         let mut out = entry;
@@ -674,9 +794,8 @@ impl FuseServer {
         a.u32()?;
         let uid = a.u32()?;
         let gid = a.u32()?;
-        let i = self.inode(node)?;
-        let fd = i.fd.as_raw_fd();
-        let kind = i.kind;
+        let kind = self.inode(node)?.kind;
+        let fd = self.fd_of(node)?;
         let st = stat_fd(fd)?;
         // Ownership is the host user's: a guest chown cannot hand files to another host user.
         if (valid & FATTR_UID != 0 && uid != st.uid) || (valid & FATTR_GID != 0 && gid != st.gid) {
@@ -775,6 +894,33 @@ impl FuseServer {
 // No O_NOFOLLOW on a /proc/self/fd re-open: the magic link itself is the path.
 const O_NOFOLLOW_UNUSED: i32 = 0;
 const EPROTO: i32 = 71;
+const ESTALE: i32 = 116;
+
+/// Raises this process's open-file soft limit to its hard limit (shares hold many fds); returns
+/// the soft limit now in force.
+fn raise_fd_limit() -> usize {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(res: i32, r: *mut Rlimit) -> i32;
+        fn setrlimit(res: i32, r: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut r = Rlimit { cur: 0, max: 0 };
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.cur < r.max {
+        let want = Rlimit { cur: r.max, max: r.max };
+        if unsafe { setrlimit(RLIMIT_NOFILE, &want) } == 0 {
+            r.cur = r.max;
+        }
+    }
+    r.cur.min(1 << 24) as usize
+}
 
 fn fuse_attr(o: &mut Out, st: &Stat) {
     let kind = st.mode & S_IFMT;

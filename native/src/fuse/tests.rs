@@ -372,3 +372,45 @@ fn a_single_file_share_shows_that_file_and_nothing_beside_it() {
     assert_eq!(ro.open(id, O_WRONLY), Err(EROFS));
     assert!(FuseServer::new("/dev/null", false).err().unwrap().contains("only directories and regular files"));
 }
+
+#[test]
+fn inodes_beyond_the_fd_budget_are_evicted_and_re_resolved_beneath_their_parent() {
+    let t = Tmp::new("evict");
+    fs::create_dir_all(t.0.join("share/a/b")).unwrap();
+    for i in 0..200 {
+        fs::write(t.0.join(format!("share/a/b/f{i}")), format!("{i}")).unwrap();
+    }
+    let mut f = T::new(&t.share(), false);
+    f.s.set_fd_budget(16);
+    let a = f.lookup(ROOT_ID, "a").unwrap();
+    let b = f.lookup(a, "b").unwrap();
+    let ids: Vec<u64> = (0..200).map(|i| f.lookup(b, &format!("f{i}")).unwrap()).collect();
+    assert!(f.s.open_inode_fds() <= 17, "{}", f.s.open_inode_fds());
+    // Every inode still works, its evicted ancestors re-resolved on the way.
+    for (i, &id) in ids.iter().enumerate() {
+        let fh = f.open(id, O_RDONLY).unwrap();
+        assert_eq!(f.read(fh, 0, 10).unwrap(), format!("{i}").as_bytes());
+        f.call(RELEASE, id, &cat(&[&fh.to_le_bytes(), &[0u8; 16]]));
+    }
+    assert!(f.s.open_inode_fds() <= 17);
+    // Renamed through the server: followed. Renamed on the host behind its back: ESTALE until
+    // the guest looks it up again, and never a different file.
+    assert_eq!(f.rename(b, "f0", a, "g0"), 0);
+    for i in 1..40 {
+        f.lookup(b, &format!("f{i}")).unwrap();
+    }
+    let fh = f.open(ids[0], O_RDONLY).unwrap();
+    assert_eq!(f.read(fh, 0, 10).unwrap(), b"0");
+    for i in 1..40 {
+        f.lookup(b, &format!("f{i}")).unwrap();
+    }
+    fs::rename(t.0.join("share/a/b/f5"), t.0.join("share/a/b/elsewhere")).unwrap();
+    fs::write(t.0.join("share/a/b/f5"), b"impostor").unwrap();
+    for i in 10..60 {
+        f.lookup(b, &format!("f{i}")).unwrap();
+    }
+    assert_eq!(f.open(ids[5], O_RDONLY), Err(ESTALE));
+    assert_eq!(f.lookup(b, "elsewhere").unwrap(), ids[5]);
+    let fh = f.open(ids[5], O_RDONLY).unwrap();
+    assert_eq!(f.read(fh, 0, 10).unwrap(), b"5");
+}
