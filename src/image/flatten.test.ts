@@ -13,7 +13,7 @@ import { cachedFlat, mergeLayers } from "./flatten.ts";
 import { have, SIX_LAYERS, writeOciLayout, type LayoutLayer } from "./harness.ts";
 import { importImage } from "./import.ts";
 import { tarToErofs } from "./layer.ts";
-import { ensureImage } from "./pull.ts";
+import { ensureImage, pullImage } from "./pull.ts";
 import { ImageStore } from "./store.ts";
 import { writeTar, type TarWriteEntry } from "./tarwriter.ts";
 
@@ -205,6 +205,14 @@ d("images with more layers than disks", () => {
     writeFileSync(root.layers[0]!, bytes);
     await expect(store.verify(record.id)).rejects.toThrow(/flattened layers .*flat.*\.erofs have changed/);
     store.remove("local/six:1");
+    // pullImage with maxLayers makes the flat image right away (msb pull, so the first run does not wait).
+    await importImage(layout.dir, { store, tag: "local/six:2" });
+    expect(cachedFlat(store, record.id)).toBeUndefined();
+    let atPull = 0;
+    await pullImage("local/six:2", { store, policy: "never", maxLayers: 4, onFlatten: () => atPull++ });
+    expect(atPull).toBe(1);
+    expect(cachedFlat(store, record.id)).toBe(root.layers[0]);
+    store.remove("local/six:2");
     expect(readdirSync(store.flatDir)).toEqual([]);
     expect(readdirSync(store.layersDir)).toEqual([]);
   });

@@ -45,6 +45,14 @@ export interface PullOptions {
   limits?: TarLimits;
   /** Largest compressed layer accepted. */
   maxLayerBytes?: number;
+  /**
+   * Most layer disks the VM can take. An image with more has its layers merged into one EROFS
+   * (see flatten.ts), cached by image id: pullImage makes it right after the pull (so the first
+   * run does not wait for it), ensureImage on first use if it is not there yet and returns it.
+   */
+  maxLayers?: number;
+  /** Called when a flattened image had to be made (not when it was cached). */
+  onFlatten?: (s: FlattenStats) => void;
 }
 
 const MAX_CONFIG_BYTES = 8 << 20;
@@ -59,6 +67,18 @@ const ZSTD = [0x28, 0xb5, 0x2f, 0xfd];
  */
 export async function pullImage(input: string, opts: PullOptions = {}): Promise<ImageRecord> {
   const store = opts.store ?? new ImageStore();
+  const rec = await pullRecord(input, store, opts);
+  if (opts.maxLayers !== undefined && rec.layers.length > Math.max(1, opts.maxLayers)) {
+    try {
+      await flattenImage(store, rec.id, opts.onFlatten);
+    } catch (err) {
+      throw withContext(err, `pulling ${formatReference(parseReference(input))}`);
+    }
+  }
+  return rec;
+}
+
+async function pullRecord(input: string, store: ImageStore, opts: PullOptions): Promise<ImageRecord> {
   const policy = opts.policy ?? "always";
   const ref = parseReference(input);
   const name = formatReference(ref);
@@ -84,22 +104,15 @@ export async function pullImage(input: string, opts: PullOptions = {}): Promise<
   }
 }
 
-export interface EnsureOptions extends PullOptions {
-  /**
-   * Most layer disks the VM can take. An image with more has its layers merged into one EROFS
-   * (made on first use, then cached by image id; see flatten.ts), so `layers` has one entry.
-   */
-  maxLayers?: number;
-  /** Called when a flattened image had to be made (not when it was cached). */
-  onFlatten?: (s: FlattenStats) => void;
-}
+/** With `maxLayers`, an image with more layers comes back with one: all of them merged. */
+export type EnsureOptions = PullOptions;
 
 /** Pull-policy aware lookup of what the guest needs to boot an image. */
 export async function ensureImage(input: string, opts: EnsureOptions = {}): Promise<GuestRoot> {
   const store = opts.store ?? new ImageStore();
   // The default image is never pulled: it is made from msb's embedded root (again after an rmi).
   if (formatReference(parseReference(input)) === DEFAULT_IMAGE) return ensureDefaultImage({ store });
-  const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing" });
+  const rec = await pullImage(input, { ...opts, store, policy: opts.policy ?? "if-missing", maxLayers: undefined });
   const root = store.guestRoot(rec.id);
   if (root.config.user !== undefined) root.config.userIds = resolveImageUser(root.layers, root.config.user, `image ${input}`);
   if (opts.maxLayers !== undefined && root.layers.length > Math.max(1, opts.maxLayers))
