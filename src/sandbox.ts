@@ -201,7 +201,8 @@ export class Sandbox {
       env: options.env,
       cwd: options.cwd ?? this.config.workdir ?? (this.image?.config.workingDir || undefined),
       stdin: options.stdin ?? false,
-      user: options.user,
+      // Who runs it: this exec's choice, else the sandbox's (-u), else the image's User.
+      user: options.user ?? this.config.user ?? (this.image?.config.user || undefined),
       timeoutMs: options.timeoutMs,
       tty: options.tty,
     });
