@@ -514,6 +514,13 @@ d("pull from a real registry", () => {
   const more: [string, (reg: TestRegistry, bad: string) => Parameters<typeof faultProxy>[1], string, RegExp][] = [
     ["a layer blob missing from the registry (404)", (_reg, bad) => (path) => (path.endsWith(bad) ? new Response("gone", { status: 404 }) : undefined),
       "NOT_FOUND", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*not found in the registry \(HTTP 404\)/],
+    ["a layer blob the registry refuses (401 even after a fresh token)", (reg, bad) => async (path, _n, req) => {
+      if (!path.endsWith(bad)) return undefined;
+      // Send the client back to the token service with the registry's own challenge.
+      const probe = await fetch(`http://${reg.host}${path}`);
+      await probe.body?.cancel();
+      return new Response("denied", { status: 401, headers: { "www-authenticate": probe.headers.get("www-authenticate") ?? "" } });
+    }, "UNAUTHORIZED", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*access denied by the registry \(HTTP 401\)/],
     ["a blob longer than its descriptor says", (reg, bad) => async (path, _n, req) => {
       if (!path.endsWith(bad)) return undefined;
       const up = await upstream(reg, path, req);
