@@ -381,13 +381,17 @@ d("pull from a real registry", () => {
   });
 
   /** A proxy that cuts the first download of `digest` after `cutAt` bytes (connection dropped). */
-  function cuttingProxy(reg: TestRegistry, digest: string, cutAt: number, opts: { ignoreRange?: boolean } = {}) {
+  function cuttingProxy(reg: TestRegistry, digest: string, cutAt: number, opts: { ignoreRange?: boolean; refuseRange?: boolean } = {}) {
     const seen: { range: string | null; status: number; bytes: number }[] = [];
     const proxy = faultProxy(reg, async (path, _n, req) => {
       if (!path.endsWith(digest.slice(7))) return undefined;
       const headers = new Headers(req.headers);
       headers.delete("host");
       const range = headers.get("range");
+      if (range && opts.refuseRange) {
+        seen.push({ range, status: 416, bytes: 0 });
+        return new Response("range not satisfiable", { status: 416 });
+      }
       if (opts.ignoreRange) headers.delete("range");
       const up = await fetch(`http://${reg.host}${path}`, { headers });
       const body = new Uint8Array(await up.arrayBuffer());
@@ -511,6 +515,22 @@ d("pull from a real registry", () => {
     h.delete("content-encoding");
     return { body: new Uint8Array(await up.arrayBuffer()), headers: h, status: up.status };
   };
+  test("a registry that refuses the range (416) gets a fresh full download", async () => {
+    const store = new ImageStore(home());
+    const digest = layout.layerDigests[0]!;
+    const size = statSync(join(layout.dir, "blobs/sha256", digest.slice(7))).size;
+    const proxy = cuttingProxy(tokenReg, digest, Math.floor(size / 3), { refuseRange: true });
+    try {
+      const rec = await pullImage(`${proxy.host}/test/busybox:v1`, { store, registry: fast, concurrency: 1 });
+      expect(rec.id).toBe(pushed);
+      expect(proxy.seen.map((s) => [s.range === null ? "full" : "ranged", s.status])).toEqual([["full", 200], ["ranged", 416], ["full", 200]]);
+      expect(proxy.seen[2]!.bytes).toBe(size);
+      await store.verify(pushed);
+    } finally {
+      proxy.stop();
+    }
+  });
+
   const more: [string, (reg: TestRegistry, bad: string) => Parameters<typeof faultProxy>[1], string, RegExp][] = [
     ["a layer blob missing from the registry (404)", (_reg, bad) => (path) => (path.endsWith(bad) ? new Response("gone", { status: 404 }) : undefined),
       "NOT_FOUND", /layer 2\/3 \(sha256:[0-9a-f]{64}\).*not found in the registry \(HTTP 404\)/],
