@@ -46,6 +46,7 @@ interface Source {
 }
 
 const inflight = new Map<string, Promise<string>>();
+const YIELD_EVERY = 16 << 20;
 
 /**
  * The path of the image's layers merged into one EROFS file, making it if it is not cached.
@@ -144,9 +145,17 @@ export async function mergeLayers(layers: string[], out: string): Promise<{ byte
       }
     };
     walk(w.root);
+    let sinceYield = 0;
     for (const n of files) {
       const src = sources.get(n)!;
       await w.writeFile(n, src.inode.size, src.reader.chunks(src.inode));
+      // The copy is synchronous I/O; let the process's other work (e.g. running sandboxes' output
+      // in an SDK host) run between files now and then.
+      sinceYield += src.inode.size;
+      if (sinceYield > YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
     const stats = w.finish();
     return { bytes: stats.bytes, inodes: stats.inodes };
