@@ -9,6 +9,7 @@ import { Sandbox } from "./sandbox";
 import { e2eBackends, removeHome, useTempHome } from "./testing";
 import { createVolume, guestMounts, inspectVolume, listVolumes, parseTmpfsFlag, parseVolumeFlag, removeVolume, volumeUsers } from "./volumes";
 import { parseSandboxOptions } from "./config";
+import { flagValues, withVolumeFlags } from "./cli/volume";
 
 const home = useTempHome();
 const work = mkdtempSync(join(tmpdir(), "msb-volumes-"));
@@ -38,6 +39,18 @@ describe("volume options", () => {
     expect(() => parseSandboxOptions({ volumes: [{ source: "/x", target: "relative" }] })).toThrow("absolute path");
     expect(() => parseSandboxOptions({ volumes: [{ source: "/x", target: "/a/../b" }] })).toThrow("..");
     expect(() => parseSandboxOptions({ volumes: [{ source: "/x", target: "/" }] })).toThrow("root");
+  });
+
+  test("every -v/--volume/--tmpfs is kept (citty alone keeps only the last)", () => {
+    const own = ["-v", "/a:/a", "--volume=/b:/b:ro", "--tmpfs", "/t:4m", "--volume", "c:/c", "-e", "X=1"];
+    expect(flagValues(own, ["v", "volume"])).toEqual(["/a:/a", "/b:/b:ro", "c:/c"]);
+    expect(withVolumeFlags({ volumes: [{ source: "/f", target: "/f" }] }, own).volumes).toEqual([
+      { source: "/f", target: "/f" },
+      { source: "/a", target: "/a", readonly: false },
+      { source: "/b", target: "/b", readonly: true },
+      { source: "c", target: "/c", readonly: false },
+      { tmpfs: true, target: "/t", sizeMiB: 4 },
+    ]);
   });
 
   test("shares and INIT mounts: directories, single files, named volumes, tmpfs; missing sources named", () => {

@@ -10,9 +10,11 @@ import { run } from "./run";
 import { create, inspect, kill, ls, ps, restart, rm, start, stop } from "./sandboxes";
 import { exec } from "./exec";
 import { cp } from "./cp";
+import { mcp } from "./mcp";
 import { logs } from "./logs";
 import { metrics } from "./metrics";
 import { completionsCommand } from "./completions";
+import { volume } from "./volume";
 
 // citty's CommandDef is generic in its args; the table only needs the erased form.
 const subCommands = {
@@ -37,6 +39,7 @@ const subCommands = {
   login: loginCommand,
   logout: logoutCommand,
   doctor,
+  volume,
 } as unknown as Record<string, CommandDef>;
 subCommands.completions = completionsCommand(() => subCommands) as unknown as CommandDef;
 
