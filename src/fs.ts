@@ -4,7 +4,7 @@
 
 import { constants, lstatSync, mkdirSync, openSync, closeSync, readdirSync, readlinkSync, symlinkSync, chmodSync, writeSync, fstatSync } from "node:fs";
 import { join } from "node:path";
-import { OutputQueue, type AgentClient } from "./agent/client";
+import { OutputQueue, ReceiveCredit, type AgentClient } from "./agent/client";
 import { INITIAL_WINDOW, MAX_CHUNK, TRANSFER_WINDOW, MessageType, decodeJson, decodeWindow, encodeFrame, encodeJsonFrame, encodeWindow, type Frame } from "./agent/protocol";
 import { MsbError } from "./errors";
 
@@ -31,6 +31,9 @@ export type WriteData = string | Uint8Array | ReadableStream<Uint8Array> | Async
 /** Longest text readText() decodes (a bigger file: use read() and stream it). */
 const MAX_READ_FILE = 512 * 1024 * 1024;
 
+/** Longest `list` line accepted from the guest (a real one is well under 2 KiB). */
+const MAX_LIST_LINE = 64 * 1024;
+
 /** Longest entry name accepted from the guest (NAME_MAX). */
 const MAX_NAME = 255;
 
@@ -44,6 +47,8 @@ class FileCall {
   private resolve!: (value: Record<string, unknown>) => void;
   private reject!: (error: Error) => void;
   private credit = INITIAL_WINDOW;
+  /** What the agent may still send us as DATA (reads and listings). */
+  private readonly receiveCredit = new ReceiveCredit(INITIAL_WINDOW);
   private creditWaiters: (() => void)[] = [];
   finished = false;
   stream = 0;
@@ -52,9 +57,7 @@ class FileCall {
     private readonly client: AgentClient,
     readonly what: string,
   ) {
-    this.data = new OutputQueue((bytes) => {
-      if (!this.finished) this.client.sendRaw(encodeWindow(this.stream, bytes));
-    });
+    this.data = new OutputQueue((bytes) => this.grant(bytes));
     this.result = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -68,9 +71,19 @@ class FileCall {
     return call;
   }
 
+  /** Returns credit for DATA: consumed bytes, or a wider window up front. */
+  grant(bytes: number): void {
+    this.receiveCredit.grant(bytes);
+    if (!this.finished) this.client.sendRaw(encodeWindow(this.stream, bytes));
+  }
+
   handle(frame: Frame): void {
     switch (frame.type) {
       case MessageType.DATA:
+        if (!this.receiveCredit.receive(frame.payload.length)) {
+          this.cancel(new MsbError("protocol", `${this.client.description}: the agent sent data for ${this.what} beyond the credit it was given`));
+          return;
+        }
         this.data.push(frame.payload);
         return;
       case MessageType.WINDOW:
@@ -98,10 +111,10 @@ class FileCall {
   }
 
   /** Stops a transfer early (the agent answers ERROR cancelled, which nobody waits for). */
-  cancel(): void {
+  cancel(why?: Error): void {
     if (this.finished) return;
     this.client.sendRaw(encodeJsonFrame(this.stream, MessageType.SIGNAL, { signal: 9 }));
-    this.fail(new MsbError("cancelled", `${this.client.description}: ${this.what} was cancelled`));
+    this.fail(why ?? new MsbError("cancelled", `${this.client.description}: ${this.what} was cancelled`));
   }
 
   /** Sends bytes as DATA within the agent's credit; resolves once they are on their way. */
@@ -199,7 +212,7 @@ export class SandboxFs {
     checkPath(path);
     const call = FileCall.open(this.client, { op: "read", path }, `read ${path}`);
     // Bulk transfers get a wider window than the protocol's default (see TRANSFER_WINDOW).
-    this.client.sendRaw(encodeWindow(call.stream, TRANSFER_WINDOW - INITIAL_WINDOW));
+    call.grant(TRANSFER_WINDOW - INITIAL_WINDOW);
     const iterator = call.data[Symbol.asyncIterator]();
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -279,6 +292,11 @@ export class SandboxFs {
     for await (const chunk of call.data) {
       const lines = (rest + decoder.decode(chunk, { stream: true })).split("\n");
       rest = lines.pop()!;
+      // An entry is a few hundred bytes; a guest that never ends a line must not grow our memory.
+      if (rest.length > MAX_LIST_LINE) {
+        call.cancel(new MsbError("protocol", `${this.client.description}: list ${path} sent an entry over ${MAX_LIST_LINE} bytes`));
+        break;
+      }
       for (const line of lines) {
         if (!line) continue;
         const body = decodeJson(new TextEncoder().encode(line));

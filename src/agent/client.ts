@@ -47,6 +47,25 @@ interface StreamHandler {
   fail(error: Error): void;
 }
 
+/**
+ * What a stream's sender may still send us: the guest is untrusted, so data beyond the credit we
+ * granted is refused instead of queued (it would otherwise grow our memory without bound).
+ */
+export class ReceiveCredit {
+  constructor(private available: number) {}
+
+  /** Accounts for arriving data; false when it exceeds the credit. */
+  receive(bytes: number): boolean {
+    if (bytes > this.available) return false;
+    this.available -= bytes;
+    return true;
+  }
+
+  grant(bytes: number): void {
+    this.available += bytes;
+  }
+}
+
 /** One output stream of a running command, consumed as an async iterable of chunks. */
 export class OutputQueue implements AsyncIterable<Uint8Array> {
   private chunks: Uint8Array[] = [];
@@ -107,6 +126,8 @@ export class ExecProcess implements StreamHandler {
   private readonly stdoutQueue: OutputQueue;
   private readonly stderrQueue: OutputQueue;
   private stdinCredit = INITIAL_WINDOW;
+  /** STDOUT and STDERR share one window (docs/protocol.md). */
+  private readonly credit = new ReceiveCredit(INITIAL_WINDOW);
   private creditWaiters: (() => void)[] = [];
   private stdinEnded = false;
   private finished = false;
@@ -119,7 +140,10 @@ export class ExecProcess implements StreamHandler {
     readonly stream: number,
     private readonly tty = false,
   ) {
-    const grant = (bytes: number) => this.client.sendRaw(encodeWindow(this.stream, bytes));
+    const grant = (bytes: number) => {
+      this.credit.grant(bytes);
+      if (!this.finished) this.client.sendRaw(encodeWindow(this.stream, bytes));
+    };
     this.stdoutQueue = new OutputQueue(grant);
     this.stderrQueue = new OutputQueue(grant);
     this.stdout = this.stdoutQueue;
@@ -194,10 +218,13 @@ export class ExecProcess implements StreamHandler {
   handle(frame: Frame): void {
     switch (frame.type) {
       case MessageType.STDOUT:
-        this.stdoutQueue.push(frame.payload);
-        return;
       case MessageType.STDERR:
-        this.stderrQueue.push(frame.payload);
+        if (!this.credit.receive(frame.payload.length)) {
+          this.kill(9);
+          this.fail(new MsbError("protocol", `${this.client.description}: the agent sent output on stream ${this.stream} beyond the credit it was given; the command was killed`));
+          return;
+        }
+        (frame.type === MessageType.STDOUT ? this.stdoutQueue : this.stderrQueue).push(frame.payload);
         return;
       case MessageType.WINDOW: {
         this.stdinCredit += decodeWindow(frame.payload);
