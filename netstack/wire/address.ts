@@ -91,10 +91,10 @@ export function parseCidr(s: string): { addr: Uint8Array; prefix: number } {
 
 export function inPrefix(addr: Uint8Array, net: Uint8Array, prefix: number): boolean {
   if (addr.length !== net.length) return false;
-  let bits = prefix;
-  for (let i = 0; bits > 0; i++, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((addr[i]! & mask) !== (net[i]! & mask)) return false;
-  }
-  return true;
+  const full = prefix >> 3;
+  for (let i = 0; i < full; i++) if (addr[i] !== net[i]) return false;
+  const rem = prefix & 7;
+  if (rem === 0) return true;
+  const mask = (0xff << (8 - rem)) & 0xff;
+  return (addr[full]! & mask) === (net[full]! & mask);
 }
