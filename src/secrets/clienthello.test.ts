@@ -8,9 +8,9 @@ async function captureHello(servername?: string, alpn?: string[]): Promise<Uint8
   let resolve!: (b: Uint8Array) => void;
   const got = new Promise<Uint8Array>((r) => (resolve = r));
   const srv = net.createServer((s) => {
-    let buf = Buffer.alloc(0);
+    let buf: Buffer = Buffer.alloc(0);
     s.on("data", (d) => {
-      buf = Buffer.concat([buf, d]);
+      buf = Buffer.concat([buf, d as Buffer]);
       const r = parseClientHello(buf);
       if (r.status !== "need-more") {
         resolve(new Uint8Array(buf));

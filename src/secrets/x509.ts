@@ -15,7 +15,7 @@ export function toPem(label: string, der: ArrayBuffer | Uint8Array): string {
   return `-----BEGIN ${label}-----\n${b64.replace(/.{64}/g, "$&\n").replace(/\n$/, "")}\n-----END ${label}-----\n`;
 }
 
-export function fromPem(pem: string, label: string): Uint8Array {
+export function fromPem(pem: string, label: string): Uint8Array<ArrayBuffer> {
   const m = pem.match(new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]+)-----END ${label}-----`));
   if (!m) throw new Error(`no ${label} block in PEM`);
   return new Uint8Array(Buffer.from(m[1]!.replace(/\s+/g, ""), "base64"));
