@@ -533,3 +533,146 @@ fn serve(listener: UnixListener, server: FuseServer, stop: &EventFd) -> Result<(
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::queue::testing::Driver;
+    use crate::devices::virtio::queue::{VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE};
+    use crate::fuse::tests::{req, Tmp};
+    use std::io::Read;
+
+    extern "C" {
+        fn memfd_create(name: *const std::os::raw::c_char, flags: u32) -> c_int;
+        fn ftruncate(fd: c_int, len: i64) -> c_int;
+    }
+
+    const USER: u64 = 0x7f00_0000_0000;
+    const MEM: u64 = 1 << 20;
+
+    /// Guest RAM as QEMU would have it: a memfd, plus our own (driver-side) view of it.
+    fn guest_ram() -> (OwnedFd, GuestMemory) {
+        let fd = unsafe { memfd_create(c"msb-test-ram".as_ptr(), 0) };
+        assert!(fd >= 0);
+        assert_eq!(unsafe { ftruncate(fd, MEM as i64) }, 0);
+        let p = unsafe { sys::mmap(std::ptr::null_mut(), MEM as usize, sys::PROT_READ | sys::PROT_WRITE, sys::MAP_SHARED, fd, 0) };
+        assert_ne!(p, sys::MAP_FAILED);
+        let view = unsafe { GuestMemory::from_mappings(vec![Region { gpa: 0, size: MEM, host: p as *mut u8 }], vec![(p as *mut u8, MEM as usize)]) }.unwrap();
+        (unsafe { OwnedFd::from_raw_fd(fd) }, view)
+    }
+
+    fn mem_table(n: u32, regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
+        let mut p = n.to_le_bytes().to_vec();
+        p.extend_from_slice(&0u32.to_le_bytes());
+        for &(gpa, size, user, off) in regions {
+            for v in [gpa, size, user, off] {
+                p.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        p
+    }
+
+    fn state(i: u32, n: u32) -> Vec<u8> {
+        [i.to_le_bytes(), n.to_le_bytes()].concat()
+    }
+
+    fn addr(i: u32, desc: u64, used: u64, avail: u64) -> Vec<u8> {
+        let mut p = state(i, 0);
+        for v in [desc, used, avail, 0] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p
+    }
+
+    fn eventfd() -> OwnedFd {
+        let e = unsafe { sys::eventfd(0, sys::EFD_CLOEXEC | sys::EFD_NONBLOCK) };
+        unsafe { OwnedFd::from_raw_fd(e) }
+    }
+
+    fn dup(fd: &OwnedFd) -> OwnedFd {
+        fd.try_clone().unwrap()
+    }
+
+    #[test]
+    fn serves_fuse_requests_on_a_ring_the_front_end_set_up() {
+        let t = Tmp::new("vhost");
+        let (ram, view) = guest_ram();
+        let mut be = Backend::new(FuseServer::new(&t.share(), false).unwrap());
+        assert_eq!(be.message(GET_FEATURES, &[], vec![]).unwrap().unwrap(), OFFERED_FEATURES.to_le_bytes());
+        be.message(SET_FEATURES, &VIRTIO_F_VERSION_1.to_le_bytes(), vec![]).unwrap();
+        be.message(SET_OWNER, &[], vec![]).unwrap();
+        be.message(SET_MEM_TABLE, &mem_table(1, &[(0, MEM, USER, 0)]), vec![dup(&ram)]).unwrap();
+        be.message(SET_VRING_NUM, &state(1, 8), vec![]).unwrap();
+        be.message(SET_VRING_BASE, &state(1, 0), vec![]).unwrap();
+        be.message(SET_VRING_ADDR, &addr(1, USER + 0x1000, USER + 0x3000, USER + 0x2000), vec![]).unwrap();
+        let (kick, call) = (eventfd(), eventfd());
+        be.message(SET_VRING_KICK, &1u64.to_le_bytes(), vec![dup(&kick)]).unwrap();
+        be.message(SET_VRING_CALL, &1u64.to_le_bytes(), vec![dup(&call)]).unwrap();
+        let mut d = Driver::new(8);
+        let r = req(26, 0, &[7u32.to_le_bytes(), 31u32.to_le_bytes(), 0u32.to_le_bytes(), 0u32.to_le_bytes()].concat());
+        view.write(0x10000, &r).unwrap();
+        d.set_desc(&view, 0, 0x10000, r.len() as u32, VIRTQ_DESC_F_NEXT, 1);
+        d.set_desc(&view, 1, 0x11000, 80, VIRTQ_DESC_F_WRITE, 0);
+        d.publish(&view, 0);
+        be.process(1);
+        assert_eq!(d.used_elem(&view, 0), (0, 80));
+        assert_eq!(view.read_u32(0x11010).unwrap(), 7, "FUSE major version in the reply");
+        let mut v = [0u8; 8];
+        assert_eq!(unsafe { sys::read(call.as_raw_fd(), v.as_mut_ptr() as *mut c_void, 8) }, 8, "guest was signalled");
+        // GET_VRING_BASE stops the ring and reports where it was.
+        let base = be.message(GET_VRING_BASE, &state(1, 0), vec![]).unwrap().unwrap();
+        assert_eq!(base, state(1, 1));
+        assert!(be.kick_fds().is_empty());
+    }
+
+    #[test]
+    fn hostile_front_end_messages_are_refused() {
+        let t = Tmp::new("vhost-hostile");
+        let (ram, _view) = guest_ram();
+        let mut be = Backend::new(FuseServer::new(&t.share(), false).unwrap());
+        assert!(be.message(SET_FEATURES, &(1u64 << 28).to_le_bytes(), vec![]).is_err(), "indirect descriptors were not offered");
+        assert!(be.message(SET_MEM_TABLE, &mem_table(1, &[(0, MEM, USER, 0)]), vec![]).is_err(), "no fd");
+        assert!(be.message(SET_MEM_TABLE, &mem_table(100, &[]), vec![dup(&ram)]).is_err());
+        assert!(be.message(SET_MEM_TABLE, &mem_table(1, &[(0, u64::MAX, USER, 4096)]), vec![dup(&ram)]).is_err());
+        assert!(be.message(SET_MEM_TABLE, &mem_table(2, &[(0, 4096, USER, 0), (0, 4096, USER, 0)]), vec![dup(&ram), dup(&ram)]).is_err(), "overlapping regions");
+        assert!(be.message(SET_MEM_TABLE, &[1, 0], vec![dup(&ram)]).is_err());
+        be.message(SET_MEM_TABLE, &mem_table(1, &[(0, MEM, USER, 0)]), vec![dup(&ram)]).unwrap();
+        assert!(be.message(SET_VRING_NUM, &state(0, 3), vec![]).is_err());
+        assert!(be.message(SET_VRING_NUM, &state(0, 4096), vec![]).is_err());
+        assert!(be.message(SET_VRING_NUM, &state(9, 8), vec![]).is_err());
+        assert!(be.message(SET_VRING_NUM, &[1], vec![]).is_err());
+        assert!(be.message(SET_VRING_KICK, &0u64.to_le_bytes(), vec![]).is_err(), "kick without its fd");
+        assert!(be.message(SET_VRING_KICK, &0xffu64.to_le_bytes(), vec![eventfd()]).is_err());
+        assert!(be.message(999, &[], vec![]).is_err());
+        // Rings outside the memory table never become active.
+        be.message(SET_VRING_NUM, &state(0, 8), vec![]).unwrap();
+        be.message(SET_VRING_ADDR, &addr(0, USER + MEM - 16, USER + 0x3000, USER + 0x2000), vec![]).unwrap();
+        be.message(SET_VRING_KICK, &0u64.to_le_bytes(), vec![eventfd()]).unwrap();
+        assert!(be.kick_fds().is_empty());
+        assert!(be.broken()[0].contains("outside the memory table"));
+        be.process(0);
+    }
+
+    #[test]
+    fn the_socket_backend_answers_and_stops() {
+        let t = Tmp::new("vhost-sock");
+        let sock = t.0.join("fs.sock");
+        let path = sock.to_str().unwrap();
+        assert!(VhostUserFs::start(path, "/nonexistent/msb-share", false).err().unwrap().to_string().contains("/nonexistent/msb-share"));
+        let mut fs = VhostUserFs::start(path, &t.share(), true).unwrap();
+        assert!(VhostUserFs::start(path, &t.share(), true).is_err(), "socket in use");
+        let mut c = UnixStream::connect(path).unwrap();
+        c.write_all(&[GET_FEATURES.to_le_bytes(), FLAG_VERSION.to_le_bytes(), 0u32.to_le_bytes()].concat()).unwrap();
+        let mut reply = [0u8; 20];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(u32::from_le_bytes(reply[4..8].try_into().unwrap()), FLAG_VERSION | FLAG_REPLY);
+        assert_eq!(u64::from_le_bytes(reply[12..20].try_into().unwrap()), OFFERED_FEATURES);
+        // A message claiming a huge payload ends the session with an error, not a crash.
+        c.write_all(&[SET_FEATURES.to_le_bytes(), FLAG_VERSION.to_le_bytes(), 1_000_000u32.to_le_bytes()].concat()).unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(fs.is_finished() || { std::thread::sleep(std::time::Duration::from_millis(100)); fs.is_finished() });
+        assert!(fs.stop().unwrap_err().contains("size 1000000"));
+        assert!(!sock.exists());
+    }
+}

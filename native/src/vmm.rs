@@ -18,6 +18,7 @@ use crate::devices::virtio::blk::Block;
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, VirtioDevice, REG_QUEUE_NOTIFY};
 use crate::devices::virtio::net::{Net, DEFAULT_MAC};
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::stream::HostStream;
 use crate::json::{self, Json};
@@ -46,6 +47,15 @@ pub struct VmConfig {
     pub net_socket: Option<String>,
     pub console_log: Option<String>,
     pub rng: bool,
+    /// virtio-fs shares (after the other devices), served in-process.
+    pub shares: Vec<ShareConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    pub tag: String,
+    pub host_path: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug)]
@@ -113,6 +123,22 @@ impl VmConfig {
             None => true,
             Some(b) => b.as_bool().ok_or(ConfigError::Field("rng", "must be a boolean"))?,
         };
+        let mut shares = Vec::new();
+        match v.get("shares") {
+            None | Some(Json::Null) => {}
+            Some(Json::Arr(a)) => {
+                for d in a {
+                    let tag = opt_str(d, "tag")?.ok_or(ConfigError::Field("shares[].tag", "is required"))?;
+                    let host_path = opt_str(d, "hostPath")?.ok_or(ConfigError::Field("shares[].hostPath", "is required"))?;
+                    let read_only = match d.get("readOnly") {
+                        None => false,
+                        Some(b) => b.as_bool().ok_or(ConfigError::Field("shares[].readOnly", "must be a boolean"))?,
+                    };
+                    shares.push(ShareConfig { tag, host_path, read_only });
+                }
+            }
+            _ => return Err(ConfigError::Field("shares", "must be an array")),
+        }
         Ok(VmConfig {
             kernel,
             initrd: opt_str(&v, "initrd")?,
@@ -124,6 +150,7 @@ impl VmConfig {
             net_socket: opt_str(&v, "netSocket")?,
             console_log: opt_str(&v, "consoleLog")?,
             rng,
+            shares,
         })
     }
 }
@@ -278,6 +305,9 @@ impl Vmm {
         }
         if cfg.rng {
             devices.push(Box::new(Rng::new().map_err(VmmError::Build)?));
+        }
+        for s in &cfg.shares {
+            devices.push(Box::new(Fs::new(&s.tag, &s.host_path, s.read_only).map_err(VmmError::Build)?));
         }
         if devices.len() as u32 > layout::IRQ_MAX - layout::IRQ_BASE + 1 {
             return Err(VmmError::Build(format!("too many devices ({}); at most {} fit", devices.len(), layout::IRQ_MAX - layout::IRQ_BASE + 1)));
@@ -693,6 +723,10 @@ mod tests {
         assert_eq!(c.disks[0].serial.as_deref(), Some("s1"));
         assert_eq!(c.net_socket, None);
         assert!(c.rng);
+        assert!(c.shares.is_empty());
+        let c = VmConfig::from_json(r#"{"kernel":"/k","cpus":1,"memoryMiB":64,"shares":[{"tag":"msbfs0","hostPath":"/srv","readOnly":true}]}"#).unwrap();
+        assert_eq!((c.shares[0].tag.as_str(), c.shares[0].host_path.as_str(), c.shares[0].read_only), ("msbfs0", "/srv", true));
+        assert!(VmConfig::from_json(r#"{"kernel":"/k","cpus":1,"memoryMiB":64,"shares":[{"tag":"x"}]}"#).unwrap_err().to_string().contains("hostPath"));
     }
 
     #[test]

@@ -213,6 +213,7 @@ export class NativeBackend implements VmBackend {
       agentSocket: spec.agentSocket,
       netSocket: spec.netSocket,
       consoleLog: spec.consoleLog,
+      shares: (spec.shares ?? []).map((s) => ({ tag: s.tag, hostPath: s.hostPath, readOnly: s.readOnly })),
     });
     const handle = lib.msb_vm_create(cstring(json) as unknown as Pointer);
     if (!handle) throw new MsbError("vm_start_failed", `native VMM could not create the VM: ${lastError(lib)}`);
