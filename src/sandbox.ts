@@ -216,6 +216,8 @@ export class Sandbox {
       await process.write(options.stdin!);
       await process.end();
     })();
+    // If the command fails first, its error is the one reported: not an unhandled input error.
+    input?.catch(() => {});
     const [stdoutBytes, stderrBytes] = await Promise.all([collect(process.stdout), collect(process.stderr)]);
     const status = await process.wait();
     await input;

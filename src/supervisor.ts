@@ -8,8 +8,10 @@ import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, unlinkSyn
 import { join } from "node:path";
 import { FrameConnection, frameSocketHandlers } from "./agent/connection";
 import {
+  INITIAL_WINDOW,
   MessageType,
   PROTOCOL_VERSION,
+  ProtocolError,
   decodeJson,
   encodeFrame,
   encodeJsonFrame,
@@ -92,6 +94,8 @@ interface Route {
   localStream: number;
   /** The sandbox's main command: the sandbox stops when it exits. */
   main?: boolean;
+  /** Output (STDOUT/STDERR/DATA) the agent may still send on this stream; unset: INITIAL_WINDOW. */
+  credit?: number;
 }
 
 export class Supervisor {
@@ -367,6 +371,14 @@ export class Supervisor {
       if (frame.stream === 0) return this.agentControl(frame);
       const route = this.routes.get(frame.stream);
       if (!route) return;
+      if (frame.type === MessageType.STDOUT || frame.type === MessageType.STDERR || frame.type === MessageType.DATA) {
+        // The guest is untrusted: output beyond the credit granted would pile up here unbounded.
+        const credit = route.credit ?? INITIAL_WINDOW;
+        if (frame.payload.length > credit) {
+          throw new ProtocolError(`the agent sent ${frame.payload.length} bytes on stream ${frame.stream} with ${credit} bytes of credit`);
+        }
+        route.credit = credit - frame.payload.length;
+      }
       if (frame.type === MessageType.STDOUT) this.execLog.output(frame.stream, "stdout", frame.payload);
       else if (frame.type === MessageType.STDERR) this.execLog.output(frame.stream, "stderr", frame.payload);
       else if (frame.type === MessageType.EXIT) {
@@ -389,6 +401,7 @@ export class Supervisor {
       } else if (frame.type === MessageType.STDOUT || frame.type === MessageType.STDERR || frame.type === MessageType.DATA) {
         // Nobody reads this stream any more: return the credit so the agent can drain the pipes
         // of the process we already killed.
+        route.credit = (route.credit ?? INITIAL_WINDOW) + frame.payload.length;
         this.agent?.send(encodeWindow(frame.stream, frame.payload.length));
       }
     } catch (error) {
@@ -505,6 +518,10 @@ export class Supervisor {
       return;
     }
     if (frame.type === MessageType.STDIN || frame.type === MessageType.SIGNAL || frame.type === MessageType.WINDOW || frame.type === MessageType.RESIZE || frame.type === MessageType.DATA) {
+      const route = this.routes.get(agentStream);
+      if (frame.type === MessageType.WINDOW && route && frame.payload.length === 4) {
+        route.credit = (route.credit ?? INITIAL_WINDOW) + new DataView(frame.payload.buffer, frame.payload.byteOffset, 4).getUint32(0);
+      }
       this.agent.send(encodeFrame(agentStream, frame.type, frame.payload));
     }
   }
