@@ -1,0 +1,300 @@
+// The TLS-terminating relay for one guest TCP flow: reads the ClientHello's server name, either
+// relays the flow untouched (bypass) or answers the guest with a leaf certificate from the msb
+// CA, opens its own verified TLS connection upstream, and passes the guest's requests through
+// the HTTP/1 rewriter that puts secret values in. The netstack calls interceptTls per flow.
+
+import { isIP } from "node:net";
+import * as net from "node:net";
+import { Duplex } from "node:stream";
+import * as tls from "node:tls";
+import { parseClientHello, MAX_CLIENT_HELLO_LEN } from "./clienthello.ts";
+import { Http1RequestRewriter, type RequestLog, type Stop } from "./http1.ts";
+import type { LeafIssuer } from "./leaf.ts";
+import { hostAllowed, type SecretSet } from "./substitute.ts";
+import { ResponseScrubber } from "./scrub.ts";
+
+export interface InterceptPolicy {
+  secrets: SecretSet;
+  /** Leaf certificates for the guest, from `new LeafIssuer(await loadOrCreateCa())`. */
+  issuer: LeafIssuer;
+  /** Server names ("host" or "*.domain") relayed opaquely: no interception, no substitution. */
+  bypass?: readonly string[];
+  /** PEM CA certificates trusted upstream in addition to the host's store (tls.rootCertificates). */
+  extraCa?: readonly string[];
+  /**
+   * DNS pinning: true when `ip` was returned by this sandbox's resolver for `name`. Without it no
+   * destination counts as pinned, so no secret is ever substituted.
+   */
+  resolvedFor?: (name: string, ip: string) => boolean;
+  /** What a placeholder toward a host it is not allowed for does: "block" (default) or "pass". */
+  onDisallowed?: "block" | "pass";
+  /** Mask secret values the upstream sends back (an echo endpoint) before the guest sees them. Default true. */
+  scrubResponses?: boolean;
+  /** One line per event (flow mode, each request's substituted names, blocks). Never holds a value. */
+  log?: (line: string) => void;
+  /** How long the guest may take to send its ClientHello. */
+  helloTimeoutMs?: number;
+  /** How long the upstream TLS handshake may take. */
+  upstreamTimeoutMs?: number;
+}
+
+export interface Destination {
+  ip: string;
+  port: number;
+}
+
+export interface InterceptResult {
+  mode: "intercepted" | "bypassed" | "refused";
+  serverName?: string;
+  /** Requests seen, with the names (never values) of secrets put in. */
+  requests: RequestLog[];
+  /** Why the relay stopped a request (block/refuse), if it did. */
+  stop?: Stop;
+  /** What went wrong with the flow itself (bad ClientHello, upstream failure). */
+  error?: string;
+}
+
+const HELLO_TIMEOUT_MS = 10_000;
+const UPSTREAM_TIMEOUT_MS = 15_000;
+
+/**
+ * Handles one guest TCP flow to `dest` until both sides are closed. Never throws for anything
+ * the guest or upstream does; the outcome is in the result (and in `policy.log`).
+ */
+export async function interceptTls(guest: Duplex, dest: Destination, policy: InterceptPolicy): Promise<InterceptResult> {
+  const log = policy.log ?? (() => {});
+  const where = `${dest.ip}:${dest.port}`;
+  const first = await readHello(guest, policy.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
+  if ("error" in first) {
+    log(`tls ${where}: refused: ${first.error}`);
+    guest.destroy();
+    return { mode: "refused", requests: [], error: first.error };
+  }
+  const serverName = first.hello.serverName ?? dest.ip;
+  if (policy.bypass && hostAllowed(policy.bypass, serverName)) {
+    log(`tls ${where} ${serverName}: bypass (relayed opaquely)`);
+    const error = await relayOpaque(guest, first.bytes, dest);
+    return { mode: "bypassed", serverName, requests: [], error };
+  }
+  let leaf;
+  try {
+    leaf = await policy.issuer.get(serverName);
+  } catch (e) {
+    const error = `no certificate for server name: ${(e as Error).message}`;
+    log(`tls ${where}: refused: ${error}`);
+    guest.destroy();
+    return { mode: "refused", serverName, requests: [], error };
+  }
+  const destPinned = !!first.hello.serverName && !isIP(serverName) && !!policy.resolvedFor?.(serverName, dest.ip);
+  const rewriter = new Http1RequestRewriter({ serverName, port: dest.port, secrets: policy.secrets, destPinned, onDisallowed: policy.onDisallowed });
+  const result: InterceptResult = { mode: "intercepted", serverName, requests: rewriter.log };
+  log(`tls ${where} ${serverName}: intercepted${destPinned ? "" : " (address not pinned to this name: no substitution)"}`);
+
+  const down = new tls.TLSSocket(replay(guest, first.bytes), { isServer: true, secureContext: leaf.context, ALPNProtocols: ["http/1.1"] });
+  const up = tls.connect({
+    host: dest.ip,
+    port: dest.port,
+    servername: isIP(serverName) ? undefined : serverName,
+    ca: [...tls.rootCertificates, ...(policy.extraCa ?? [])],
+    ALPNProtocols: ["http/1.1"],
+  });
+  up.setTimeout(policy.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error("upstream TLS handshake timed out")));
+  const scrub = policy.scrubResponses === false ? undefined : new ResponseScrubber(policy.secrets, (b) => writeDown(b));
+
+  let downSecure = false;
+  down.once("secure", () => (downSecure = true));
+  let upReady = false;
+  let upError: string | undefined;
+  let stopped = false;
+  const pendingUp: Uint8Array[] = [];
+  let logged = 0;
+
+  function writeDown(b: Uint8Array) {
+    if (!down.destroyed && !stopped && !down.write(b)) {
+      up.pause();
+      down.once("drain", () => up.resume());
+    }
+  }
+  function flushLogs() {
+    for (; logged < rewriter.log.length; logged++) {
+      const r = rewriter.log[logged]!;
+      log(`https ${serverName} ${r.method} host=${r.host}${r.substituted.length ? ` secrets=${r.substituted.join(",")}` : ""}`);
+    }
+  }
+  function stop(s: Stop) {
+    stopped = true;
+    result.stop = s;
+    flushLogs();
+    log(`https ${serverName}: ${s.kind === "block" ? "blocked" : "refused"}: ${s.reason}`);
+    up.destroy();
+    const body = `msb: ${s.kind === "block" ? "blocked" : "refused"}: ${s.reason}\n`;
+    const text = s.status === 403 ? "Forbidden" : "Bad Request";
+    down.end(`HTTP/1.1 ${s.status} ${text}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Msb-Blocked: ${s.kind}\r\n\r\n${body}`);
+  }
+  function toUp(bufs: Uint8Array[]) {
+    for (const b of bufs) {
+      if (!upReady) pendingUp.push(b);
+      else if (!up.write(b)) {
+        down.pause();
+        up.once("drain", () => down.resume());
+      }
+    }
+  }
+
+  down.on("data", (d: Buffer) => {
+    if (stopped) return;
+    const r = rewriter.push(d);
+    if (r.stop) return stop(r.stop);
+    flushLogs();
+    toUp(r.out);
+  });
+  down.on("end", () => {
+    if (stopped) return;
+    const r = rewriter.end();
+    if (r.stop) return stop(r.stop);
+    toUp(r.out);
+    if (upReady) up.end();
+    else pendingUp.push(new Uint8Array(0)); // marker: end once connected
+  });
+  up.on("secureConnect", () => {
+    up.setTimeout(0);
+    upReady = true;
+    let ended = false;
+    for (const b of pendingUp.splice(0)) {
+      if (b.length === 0) ended = true;
+      else up.write(b);
+    }
+    if (ended) up.end();
+  });
+  up.on("data", (d: Buffer) => {
+    if (stopped) return;
+    if (scrub) scrub.push(d);
+    else writeDown(d);
+  });
+  up.on("end", () => {
+    if (stopped) return;
+    scrub?.end();
+    down.end();
+  });
+  up.on("error", (e) => {
+    if (stopped) return;
+    upError = `upstream ${serverName} (${where}): ${e.message}`;
+    log(`tls ${where} ${serverName}: ${upError}`);
+    if (!upReady && !down.destroyed) {
+      // The guest gets an answer it can show instead of a bare reset.
+      const body = `msb: ${upError}\n`;
+      stopped = true;
+      const send = () => down.end(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      if (downSecure) send();
+      else down.once("secure", send);
+      setTimeout(() => down.destroy(), 5000).unref();
+    } else down.destroy();
+  });
+  down.on("error", (e) => {
+    if (!result.error) result.error = `guest TLS: ${e.message}`;
+    up.destroy();
+  });
+  up.on("close", () => {
+    if (!stopped && !down.destroyed && !down.writableEnded) down.end();
+  });
+
+  await Promise.all([closed(down), closed(up)]);
+  flushLogs();
+  if (upError && !result.error) result.error = upError;
+  return result;
+}
+
+function closed(s: Duplex): Promise<void> {
+  return s.destroyed && s.closed ? Promise.resolve() : new Promise((r) => s.once("close", () => r()));
+}
+
+/** Collects the guest's first bytes until a whole ClientHello (or a reason to give up) is there. */
+function readHello(guest: Duplex, timeoutMs: number): Promise<{ hello: NonNullable<ReturnType<typeof parseOk>>; bytes: Buffer } | { error: string }> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const done = (v: Parameters<typeof resolve>[0]) => {
+      clearTimeout(timer);
+      guest.off("data", onData);
+      guest.off("end", onEnd);
+      guest.off("error", onErr);
+      guest.pause();
+      resolve(v);
+    };
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const r = parseClientHello(buf);
+      if (r.status === "ok") done({ hello: r.hello, bytes: buf });
+      else if (r.status === "invalid") done({ error: r.reason });
+      else if (buf.length > MAX_CLIENT_HELLO_LEN + 4096) done({ error: "ClientHello too large" });
+    };
+    const onEnd = () => done({ error: "guest closed the connection before a complete ClientHello" });
+    const onErr = (e: Error) => done({ error: `guest connection failed: ${e.message}` });
+    const timer = setTimeout(() => done({ error: `no ClientHello within ${timeoutMs} ms` }), timeoutMs);
+    guest.on("data", onData);
+    guest.once("end", onEnd);
+    guest.once("error", onErr);
+    guest.resume();
+  });
+}
+
+function parseOk(b: Uint8Array) {
+  const r = parseClientHello(b);
+  return r.status === "ok" ? r.hello : undefined;
+}
+
+/** A Duplex over `src` that first yields `first` (bytes already read while sniffing). */
+function replay(src: Duplex, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      src.resume();
+    },
+    write(chunk, _enc, cb) {
+      if (src.destroyed) return cb(new Error("guest connection closed"));
+      src.write(chunk, (e) => cb(e ?? null));
+    },
+    final(cb) {
+      src.end();
+      cb();
+    },
+    destroy(err, cb) {
+      src.destroy();
+      cb(err);
+    },
+  });
+  d.push(first);
+  src.on("data", (c: Buffer) => {
+    if (!d.push(c)) src.pause();
+  });
+  src.once("end", () => d.push(null));
+  src.once("error", (e) => d.destroy(e));
+  src.once("close", () => {
+    if (!d.destroyed) d.destroy();
+  });
+  return d;
+}
+
+/** Bypass: the guest's bytes go to the destination as they are, both ways. */
+function relayOpaque(guest: Duplex, first: Buffer, dest: Destination): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let error: string | undefined;
+    const up = net.connect({ host: dest.ip, port: dest.port });
+    up.write(first);
+    guest.pipe(up);
+    up.pipe(guest);
+    guest.resume();
+    up.on("error", (e) => {
+      error ??= `upstream ${dest.ip}:${dest.port}: ${e.message}`;
+      guest.destroy();
+    });
+    guest.on("error", (e) => {
+      error ??= `guest: ${e.message}`;
+      up.destroy();
+    });
+    let n = 0;
+    const one = () => {
+      if (++n === 2) resolve(error);
+    };
+    up.once("close", one);
+    guest.once("close", one);
+  });
+}
