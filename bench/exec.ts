@@ -63,7 +63,7 @@ try {
   const guestStream = (got / MiB) / ((performance.now() - t) / 1000);
   if (got !== streamBytes) throw new Error(`stdout streamed ${got} of ${streamBytes} bytes`);
   // The same producer and a local pipe inside the guest: what the guest manages without the channel.
-  const inGuest = await sandbox.shell(`time sh -c 'dd if=/dev/zero bs=65536 count=${blocks} status=none | cat > /dev/null'`);
+  const inGuest = await sandbox.shell(`time sh -c 'dd if=/dev/zero bs=65536 count=${blocks} status=none | dd of=/dev/null bs=65536 status=none'`);
   const real = /real\s+(\d+)m\s*([\d.]+)s/.exec(inGuest.stderr);
   const inGuestRate = real ? streamMiB / (Number(real[1]) * 60 + Number(real[2])) : NaN;
   t = performance.now();
