@@ -81,7 +81,9 @@ const CRLF = Buffer.from("\r\n");
 export class Http1RequestRewriter {
   readonly log: RequestLog[] = [];
   private state: State = { t: "head" };
-  private buf: Buffer = Buffer.alloc(0);
+  private q = new ByteQueue();
+  /** Where the scan for the end of a head or trailer block resumes (start of its last line). */
+  private scanFrom = 0;
   private bodySub?: StreamSubstituter;
   /** After this request, the connection stops being HTTP (Upgrade). */
   private upgradeAfter = false;
@@ -91,14 +93,14 @@ export class Http1RequestRewriter {
   push(chunk: Uint8Array): PushResult {
     if (this.state.t === "stopped") return { out: [] };
     if (this.state.t === "tunnel") return { out: [chunk] };
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    this.q.append(chunk);
     const out: Uint8Array[] = [];
     try {
       while (this.step(out));
     } catch (e) {
       if (e instanceof StopSignal) {
         this.state = { t: "stopped" };
-        this.buf = Buffer.alloc(0);
+        this.q.clear();
         return { out: [], stop: e.stop };
       }
       throw e;
@@ -118,6 +120,25 @@ export class Http1RequestRewriter {
     return { out: [], stop: { kind: "refuse", status: 400, reason: "connection closed in the middle of a request" } };
   }
 
+  private get buf(): Buffer {
+    return this.q.view;
+  }
+
+  private consume(n: number) {
+    this.q.consume(n);
+    this.scanFrom = 0;
+  }
+
+  /** End of the head/trailer block at the front of the buffer, scanning only bytes not seen before. */
+  private blockEnd(): number | "bad" | undefined {
+    const r = findHeadEnd(this.buf, this.scanFrom);
+    if (typeof r === "object") {
+      this.scanFrom = r.more;
+      return undefined;
+    }
+    return r;
+  }
+
   /** One parsing step; false when more input is needed. */
   private step(out: Uint8Array[]): boolean {
     const st = this.state;
@@ -128,7 +149,7 @@ export class Http1RequestRewriter {
         if (this.buf.length === 0) return false;
         const n = Math.min(st.left, this.buf.length);
         out.push(this.buf.subarray(0, n));
-        this.buf = this.buf.subarray(n);
+        this.consume(n);
         st.left -= n;
         if (st.left === 0) this.messageDone();
         return true;
@@ -137,7 +158,7 @@ export class Http1RequestRewriter {
         if (this.buf.length === 0 && st.left > 0) return false;
         const n = Math.min(st.left, this.buf.length);
         st.parts.push(this.buf.subarray(0, n));
-        this.buf = this.buf.subarray(n);
+        this.consume(n);
         st.left -= n;
         if (st.left > 0) return false;
         const body = Buffer.concat(st.parts).toString("latin1");
@@ -158,7 +179,7 @@ export class Http1RequestRewriter {
           return false;
         }
         const line = this.buf.subarray(0, i).toString("latin1");
-        this.buf = this.buf.subarray(i + 2);
+        this.consume(i + 2);
         const m = line.match(/^([0-9a-fA-F]{1,8})(;[\t\x20-\x7e]*)?$/);
         if (!m) this.refuse("malformed chunk size line");
         const size = parseInt(m![1]!, 16);
@@ -180,7 +201,7 @@ export class Http1RequestRewriter {
         if (this.buf.length === 0) return false;
         const n = Math.min(st.left, this.buf.length);
         const data = this.buf.subarray(0, n);
-        this.buf = this.buf.subarray(n);
+        this.consume(n);
         st.left -= n;
         if (this.bodySub) {
           const text = this.bodySub.push(data.toString("latin1"));
@@ -193,20 +214,20 @@ export class Http1RequestRewriter {
       case "chunk-crlf": {
         if (this.buf.length < 2) return false;
         if (this.buf[0] !== 0x0d || this.buf[1] !== 0x0a) this.refuse("chunk data not followed by CRLF");
-        this.buf = this.buf.subarray(2);
+        this.consume(2);
         if (!this.bodySub) out.push(CRLF);
         this.state = { t: "chunk-line" };
         return true;
       }
       case "trailers": {
-        const end = findHeadEnd(this.buf, 0);
+        const end = this.blockEnd();
         if (end === "bad") this.refuse("bare CR or LF in chunked trailers");
         if (end === undefined) {
           if (this.buf.length > MAX_TRAILER_BYTES) this.refuse("chunked trailers too large");
           return false;
         }
         const block = this.buf.subarray(0, end).toString("latin1");
-        this.buf = this.buf.subarray(end);
+        this.consume(end);
         const fields = block === "\r\n" ? [] : parseFields(block.slice(0, -4).split("\r\n"), (r) => this.refuse(r));
         const last = this.lastHead!;
         const decide = this.decider(last);
@@ -223,7 +244,7 @@ export class Http1RequestRewriter {
       }
       case "tunnel":
         if (this.buf.length) out.push(this.buf);
-        this.buf = Buffer.alloc(0);
+        this.q.clear();
         return false;
       default:
         return false;
@@ -238,9 +259,9 @@ export class Http1RequestRewriter {
     // Tolerate empty lines before a request (RFC 9112 2.2), as after a body some clients send.
     let start = 0;
     while (this.buf.length >= start + 2 && this.buf[start] === 0x0d && this.buf[start + 1] === 0x0a) start += 2;
-    if (start) this.buf = this.buf.subarray(start);
+    if (start) this.consume(start);
     if (this.buf.length === 0) return false;
-    const end = findHeadEnd(this.buf, 0);
+    const end = this.blockEnd();
     if (end === "bad") this.refuse("bare CR or LF in the request head (lines must end in CRLF)");
     if (end === undefined) {
       if (this.buf.length > MAX_HEAD_BYTES) this.refuse(`request head exceeds ${MAX_HEAD_BYTES} bytes`);
@@ -248,7 +269,7 @@ export class Http1RequestRewriter {
     }
     if (end > MAX_HEAD_BYTES) this.refuse(`request head exceeds ${MAX_HEAD_BYTES} bytes`);
     const text = this.buf.subarray(0, end - 4).toString("latin1");
-    this.buf = this.buf.subarray(end);
+    this.consume(end);
     const lines = text.split("\r\n");
     const m = lines[0]!.match(REQUEST_LINE);
     if (!m) {
@@ -387,22 +408,65 @@ export function hostMatches(hostField: string, serverName: string, port: number)
 }
 
 /**
- * Offset just past the blank line ending a head, undefined if not there yet, "bad" on a bare CR
- * or LF (a line end two parsers might disagree on).
+ * Offset just past the blank line ending a head, "bad" on a bare CR or LF (a line end two
+ * parsers might disagree on), or where to resume once more bytes are there.
  */
-function findHeadEnd(b: Buffer, from: number): number | "bad" | undefined {
+function findHeadEnd(b: Buffer, from: number): number | "bad" | { more: number } {
   let lineStart = from;
   for (let i = from; i < b.length; i++) {
     const c = b[i]!;
     if (c === 0x0a) return "bad";
     if (c !== 0x0d) continue;
-    if (i + 1 >= b.length) return undefined;
+    if (i + 1 >= b.length) return { more: lineStart };
     if (b[i + 1] !== 0x0a) return "bad";
     if (i === lineStart) return i + 2;
     i++;
     lineStart = i + 1;
   }
-  return undefined;
+  return { more: lineStart };
+}
+
+/**
+ * Bytes received but not yet parsed. Appends never write over bytes already handed out (outputs
+ * may still reference them), so growth always copies into fresh memory. Takes ownership of the
+ * chunks it is given.
+ */
+class ByteQueue {
+  private store: Buffer = Buffer.alloc(0);
+  private start = 0;
+  private end = 0;
+
+  get view(): Buffer {
+    return this.store.subarray(this.start, this.end);
+  }
+
+  append(c: Uint8Array) {
+    if (this.start === this.end) {
+      this.store = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      this.start = 0;
+      this.end = c.byteLength;
+      return;
+    }
+    if (this.end + c.byteLength > this.store.length) {
+      const len = this.end - this.start;
+      const next = Buffer.allocUnsafe(Math.max(2 * (len + c.byteLength), 4096));
+      this.store.copy(next, 0, this.start, this.end);
+      this.store = next;
+      this.start = 0;
+      this.end = len;
+    }
+    this.store.set(c, this.end);
+    this.end += c.byteLength;
+  }
+
+  consume(n: number) {
+    this.start += n;
+  }
+
+  clear() {
+    this.store = Buffer.alloc(0);
+    this.start = this.end = 0;
+  }
 }
 
 function parseFields(lines: string[], refuse: (r: string) => never): [string, string][] {

@@ -180,6 +180,37 @@ except Exception as e:
     expect(r.out.endsWith("502")).toBe(true);
   });
 
+  test("node https with NODE_EXTRA_CA_CERTS: header substitution", async () => {
+    const script = `
+const https = require("https");
+const req = https.request({ host: "api.test", port: ${rig.port}, path: "/node", headers: { "x-node-key": "$MSB_TOKEN" },
+  lookup: (h, o, cb) => o && o.all ? cb(null, [{ address: "${GUEST_IP}", family: 4 }]) : cb(null, "${GUEST_IP}", 4) }, (res) => {
+  let b = ""; res.on("data", (d) => (b += d)); res.on("end", () => console.log(res.statusCode, b.length));
+});
+req.on("error", (e) => { console.error(e.message); process.exit(1); });
+req.end();`;
+    const p = Bun.spawn(["node", "-e", script], { env: { ...process.env, NODE_EXTRA_CA_CERTS: rig.msbCaFile }, stdout: "pipe", stderr: "pipe" });
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    expect(err).toBe("");
+    expect(out).toStartWith("200 ");
+    expect(lastSeen().headers["x-node-key"]).toBe(TOKEN);
+  });
+
+  test("curl --http2: ALPN settles on HTTP/1.1 and substitution still happens", async () => {
+    const r = await curl("api.test", "/h2", ["--http2", "-H", "X-K: $MSB_TOKEN", "-w", "\\n%{http_version}"]);
+    expect(r.err).toBe("");
+    expect(r.out.trim().endsWith("1.1")).toBe(true);
+    expect(lastSeen().headers["x-k"]).toBe(TOKEN);
+  });
+
+  test("an HTTP/2 preface without ALPN h2 is refused and never reaches the upstream", async () => {
+    const before = rig.seen.length;
+    const r = await python(`print(raw("api.test", ["PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n"]))`);
+    expect(r.out).toContain("HTTP/1.1 400 Bad Request");
+    expect(r.out).toContain("HTTP/2 without ALPN");
+    expect(rig.seen.length).toBe(before);
+  });
+
   // Runs last (bun runs tests in file order): covers every flow of this file.
   test("no log line or result of any flow above holds a secret value", () => {
     expect(rig.logs.length).toBeGreaterThan(10);

@@ -1,0 +1,39 @@
+import { describe, expect, test } from "bun:test";
+import { ResponseScrubber, SCRUB_FLUSH_MS } from "./scrub.ts";
+import { SecretSet } from "./substitute.ts";
+
+const VALUE = "sk-REAL/val+ue=1";
+const set = new SecretSet([{ name: "K", value: VALUE, allow: ["a.test"] }]);
+
+function scrubAll(pieces: string[]): { out: string; masked: number } {
+  const got: Buffer[] = [];
+  const s = new ResponseScrubber(set, (b) => got.push(Buffer.from(b)));
+  for (const p of pieces) s.push(Buffer.from(p));
+  s.end();
+  return { out: Buffer.concat(got).toString(), masked: s.masked };
+}
+
+describe("response scrubber", () => {
+  const text = `{"auth":"Bearer ${VALUE}","q":"${encodeURIComponent(VALUE)}","b":"${Buffer.from(VALUE).toString("base64").replace(/=+$/, "")}","s":"sk-"}`;
+  const want = text.replace(VALUE, "*".repeat(VALUE.length)).replace(encodeURIComponent(VALUE), "*".repeat(encodeURIComponent(VALUE).length)).replace(Buffer.from(VALUE).toString("base64").replace(/=+$/, ""), (m) => "*".repeat(m.length));
+
+  test("masks raw, percent-encoded and base64 forms at the same length", () => {
+    const r = scrubAll([text]);
+    expect(r.out).toBe(want);
+    expect(r.out.length).toBe(text.length);
+    expect(r.masked).toBe(3);
+  });
+
+  test("every two-way split gives the same output", () => {
+    for (let i = 0; i <= text.length; i++) expect(scrubAll([text.slice(0, i), text.slice(i)]).out).toBe(want);
+  });
+
+  test("a held-back tail is flushed after a quiet period", async () => {
+    const got: string[] = [];
+    const s = new ResponseScrubber(set, (b) => got.push(Buffer.from(b).toString()));
+    s.push(Buffer.from("hello sk-RE"));
+    expect(got.join("")).toBe("hello ");
+    await Bun.sleep(SCRUB_FLUSH_MS * 3);
+    expect(got.join("")).toBe("hello sk-RE");
+  });
+});
