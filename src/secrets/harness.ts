@@ -83,6 +83,12 @@ export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy>
     tls: { cert: up.certPem, key: up.keyPem },
     async fetch(req) {
       const url = new URL(req.url);
+      if (url.pathname === "/sink") {
+        // Counts an upload without keeping it (bench bulk upload).
+        let n = 0;
+        for await (const c of req.body ?? []) n += (c as Uint8Array).byteLength;
+        return new Response(String(n));
+      }
       const body = await req.text();
       const r: SeenRequest = { method: req.method, path: url.pathname + url.search, headers: Object.fromEntries(req.headers), body };
       seen.push(r);
