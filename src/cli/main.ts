@@ -40,6 +40,7 @@ const subCommands = {
   logout: logoutCommand,
   doctor,
   volume,
+  mcp,
 } as unknown as Record<string, CommandDef>;
 subCommands.completions = completionsCommand(() => subCommands) as unknown as CommandDef;
 
