@@ -56,6 +56,8 @@ export interface InterceptResult {
 
 const HELLO_TIMEOUT_MS = 10_000;
 const UPSTREAM_TIMEOUT_MS = 15_000;
+/** Guest bytes held while the upstream handshake is still running. */
+const PENDING_MAX = 1024 * 1024;
 
 /**
  * Handles one guest TCP flow to `dest` until both sides are closed. Never throws for anything
@@ -109,10 +111,18 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
   const pendingUp: Uint8Array[] = [];
   let logged = 0;
 
+  // Backpressure both ways: a side that cannot take more pauses the other until it drains.
+  let downFull = false;
+  let upFull = false;
+  let pendingBytes = 0;
   function writeDown(b: Uint8Array) {
-    if (!down.destroyed && !stopped && !down.write(b)) {
+    if (!down.destroyed && !stopped && !down.write(b) && !downFull) {
+      downFull = true;
       up.pause();
-      down.once("drain", () => up.resume());
+      down.once("drain", () => {
+        downFull = false;
+        up.resume();
+      });
     }
   }
   function flushLogs() {
@@ -133,10 +143,18 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
   }
   function toUp(bufs: Uint8Array[]) {
     for (const b of bufs) {
-      if (!upReady) pendingUp.push(b);
-      else if (!up.write(b)) {
+      if (!upReady) {
+        // Until the upstream handshake is done, hold what the guest sends, within a bound.
+        pendingUp.push(b);
+        pendingBytes += b.byteLength;
+        if (pendingBytes > PENDING_MAX) down.pause();
+      } else if (!up.write(b) && !upFull) {
+        upFull = true;
         down.pause();
-        up.once("drain", () => down.resume());
+        up.once("drain", () => {
+          upFull = false;
+          down.resume();
+        });
       }
     }
   }
@@ -165,6 +183,8 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
       else up.write(b);
     }
     if (ended) up.end();
+    pendingBytes = 0;
+    if (!upFull) down.resume();
   });
   up.on("data", (d: Buffer) => {
     if (stopped) return;
