@@ -110,6 +110,7 @@ export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy>
   };
   const pending = new Set<Promise<unknown>>();
   const guestSide = net.createServer((sock) => {
+    sock.setNoDelay(true);
     const p = interceptTls(sock, { ip: UPSTREAM_IP, port }, policy).then((r) => results.push(r));
     pending.add(p);
     p.finally(() => pending.delete(p));

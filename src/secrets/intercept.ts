@@ -100,6 +100,8 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     ca: [...tls.rootCertificates, ...(policy.extraCa ?? [])],
     ALPNProtocols: ["http/1.1"],
   });
+  // Handshakes and request heads are small writes: Nagle would hold them for delayed ACKs.
+  up.setNoDelay(true);
   up.setTimeout(policy.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error("upstream TLS handshake timed out")));
   const scrub = policy.scrubResponses === false ? undefined : new ResponseScrubber(policy.secrets, (b) => writeDown(b));
 
