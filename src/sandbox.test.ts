@@ -132,8 +132,12 @@ describe("host going away", () => {
     // Nothing kills qemu for us: only the agent noticing the closed channel and resetting the VM ends it.
     expect(await eventually(() => processesOf(home).length === 0, 30_000)).toBe(true);
     await expect(sandbox.exec("true")).rejects.toThrow(/lost the connection|sandbox/);
-    // The supervisor had no chance to clean up; its directory remains for `msb ls` to explain.
-    require("node:fs").rmSync(join(home, "sandboxes", sandbox.name), { recursive: true, force: true });
+    // The supervisor had no chance to clean up: its record says so, and remove() cleans up.
+    const [record] = await Sandbox.list();
+    expect(record).toMatchObject({ name: sandbox.name, status: "crashed" });
+    expect(record!.exitReason).toContain("supervisor");
+    await Sandbox.remove(sandbox.name);
+    expect(leftoverSandboxes(home)).toEqual([]);
   });
 });
 

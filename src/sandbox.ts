@@ -9,7 +9,7 @@ import { MsbError } from "./errors";
 import { SandboxFs } from "./fs";
 import { sandboxDir } from "./paths";
 import { findSandbox, getSandboxRecord, insertSandbox, listSandboxRecords, type SandboxImage, type SandboxRecord } from "./state";
-import { ensureImage, type PullEvent } from "./image";
+import { DEFAULT_IMAGE, ensureDefaultImage, ensureImage, type PullEvent } from "./image";
 import { MAX_IMAGE_LAYERS, type BootTimings } from "./supervisor";
 import { isLive, killSandbox, removeSandbox, startSandbox, stopSandbox, waitUntilStopped } from "./lifecycle";
 
@@ -89,6 +89,12 @@ async function resolveImage(config: SandboxConfig, hooks: CreateHooks): Promise<
   return { reference, id: root.id, layers: root.layers, config: root.config };
 }
 
+/** The built-in busybox root, as the image msb.local/default:latest (made locally on first use). */
+async function defaultImage(): Promise<SandboxImage> {
+  const root = await ensureDefaultImage();
+  return { reference: DEFAULT_IMAGE, id: root.id, layers: root.layers, config: root.config };
+}
+
 function randomName(): string {
   return `msb-${crypto.randomUUID().slice(0, 8)}`;
 }
@@ -99,7 +105,7 @@ function randomName(): string {
  */
 export async function defineSandbox(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<SandboxRecord> {
   const config = parseSandboxOptions(options);
-  const image = config.image ? await resolveImage(config, hooks) : undefined;
+  const image = config.image ? await resolveImage(config, hooks) : await defaultImage();
   const ephemeral = hooks.ephemeral ?? config.name === undefined;
   const name = config.name ?? randomName();
   if (hooks.replace && findSandbox(name)) await removeSandbox(name, true);

@@ -16,6 +16,7 @@ import {
 } from "../image";
 import { imagesInUse } from "../state";
 import { checkFlags, positionals } from "./args";
+import { MAX_IMAGE_LAYERS } from "../supervisor";
 
 function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
@@ -33,6 +34,8 @@ export const pull = defineCommand({
   async run({ rawArgs, args }) {
     const [reference] = positionals(rawArgs, pullArgs, "pull", 1, "an image reference");
     const record = await pullImage(reference!, {
+      // An image with more layers than a VM has disks is flattened now, not at its first run.
+      maxLayers: MAX_IMAGE_LAYERS,
       policy: "always",
       insecure: args.insecure ? true : undefined,
       onProgress: args.quiet ? undefined : progressBars(),
