@@ -11,6 +11,7 @@ import { create, inspect, kill, ls, ps, restart, rm, start, stop } from "./sandb
 import { exec } from "./exec";
 import { cp } from "./cp";
 import { mcp } from "./mcp";
+import { api } from "./api";
 import { logs } from "./logs";
 import { metrics } from "./metrics";
 import { completionsCommand } from "./completions";
@@ -41,6 +42,7 @@ const subCommands = {
   doctor,
   volume,
   mcp,
+  api,
 } as unknown as Record<string, CommandDef>;
 subCommands.completions = completionsCommand(() => subCommands) as unknown as CommandDef;
 
