@@ -11,7 +11,7 @@ import { sandboxDir } from "./paths";
 import { findSandbox, getSandboxRecord, insertSandbox, listSandboxRecords, type SandboxImage, type SandboxRecord } from "./state";
 import { DEFAULT_IMAGE, ensureDefaultImage, ensureImage, type PullEvent } from "./image";
 import { MAX_IMAGE_LAYERS, type BootTimings } from "./supervisor";
-import { isLive, killSandbox, removeSandbox, startSandbox, stopSandbox, waitUntilStopped } from "./lifecycle";
+import { killSandbox, removeSandbox, startSandbox, stopSandbox, waitUntilStopped } from "./lifecycle";
 
 interface CommandOptions {
   env?: Record<string, string>;
