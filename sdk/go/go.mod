@@ -1,0 +1,3 @@
+module msb.dev/sdk/go
+
+go 1.19
