@@ -397,8 +397,11 @@ impl Backend {
     }
 }
 
+/// A front-end message: request, flags, payload, fds that came with it.
+type Message = (u32, u32, Vec<u8>, Vec<OwnedFd>);
+
 /// Reads one front-end message; None on a clean disconnect.
-fn read_message(sock: &mut UnixStream) -> Result<Option<(u32, u32, Vec<u8>, Vec<OwnedFd>)>, VhostError> {
+fn read_message(sock: &mut UnixStream) -> Result<Option<Message>, VhostError> {
     let mut hdr = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
     if !recv_with_fds(sock, &mut hdr, &mut fds)? {

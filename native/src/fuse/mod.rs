@@ -254,6 +254,11 @@ impl FuseServer {
         self.fd_budget = n;
     }
 
+    #[cfg(test)]
+    pub fn fd_queue_len(&self) -> usize {
+        self.open_fds.len()
+    }
+
     /// Handles one request (in header + arguments) and returns the reply (out header + data),
     /// or None for requests that take none (FORGET, INTERRUPT) or whose header is unreadable.
     pub fn handle(&mut self, req: &[u8]) -> Option<Vec<u8>> {
@@ -511,6 +516,8 @@ impl FuseServer {
                 self.handles.clear();
                 self.inodes.retain(|&id, _| id == ROOT_ID);
                 self.by_host.clear();
+                self.open_fds.clear();
+                self.open_count = 0;
                 self.initialized = false;
                 Ok(Vec::new())
             }
@@ -616,6 +623,12 @@ impl FuseServer {
             i.used_in = seq;
             self.open_count += 1;
             self.open_fds.push_back(id);
+        }
+        // Forgotten or evicted inodes leave stale entries behind: drop them before they pile up.
+        if self.open_fds.len() > 2 * self.fd_budget + 1024 {
+            let inodes = &self.inodes;
+            let mut seen = std::collections::HashSet::new();
+            self.open_fds.retain(|id| inodes.get(id).is_some_and(|i| i.fd.is_some()) && seen.insert(*id));
         }
         let mut scanned = 0;
         while self.open_count > self.fd_budget && scanned < self.open_fds.len() {

@@ -184,6 +184,12 @@ fn dot_dot_slashes_and_unknown_ids_are_refused() {
     assert_eq!(f.read(777, 0, 10), Err(EBADF));
     assert_eq!(f.create(ROOT_ID, "..", 0o644).unwrap_err(), EINVAL);
     assert_eq!(f.mkdir(ROOT_ID, "a/b", 0o755).unwrap_err(), EINVAL);
+    // Rename and link only between inodes the server handed out.
+    fs::write(t.0.join("share/f"), b"x").unwrap();
+    assert_eq!(f.rename(ROOT_ID, "f", 4242, "f"), ENOENT);
+    assert_eq!(f.rename(ROOT_ID, "f", ROOT_ID, "../f"), EINVAL);
+    assert_eq!(f.link(4242, ROOT_ID, "l"), ENOENT);
+    assert!(t.0.join("share/f").exists());
 }
 
 #[test]
@@ -244,7 +250,7 @@ fn devices_are_neither_created_nor_opened_and_chown_is_refused() {
     assert_eq!(f.open(fifo, O_RDONLY), Err(EACCES));
     assert!(!t.0.join("share/null").exists());
     // A device node placed by the host is reported without its device number and never opened.
-    if unsafe { super::host::tests_mknod_chr(&format!("{}/hostnull", t.share())) } {
+    if super::host::tests_mknod_chr(&format!("{}/hostnull", t.share())) {
         let id = f.lookup(ROOT_ID, "hostnull").unwrap();
         assert_eq!(f.open(id, O_RDONLY), Err(EACCES));
         let (_, attr) = f.call(GETATTR, id, &[0u8; 16]);
@@ -413,4 +419,15 @@ fn inodes_beyond_the_fd_budget_are_evicted_and_re_resolved_beneath_their_parent(
     assert_eq!(f.lookup(b, "elsewhere").unwrap(), ids[5]);
     let fh = f.open(ids[5], O_RDONLY).unwrap();
     assert_eq!(f.read(fh, 0, 10).unwrap(), b"5");
+    // Lookups and forgets under the budget do not grow the eviction queue without bound.
+    f.s.set_fd_budget(16);
+    for round in 0..30 {
+        for i in 100..200 {
+            let id = f.lookup(b, &format!("f{i}")).unwrap();
+            assert!(f.s.handle(&req(FORGET, id, &u64::MAX.to_le_bytes())).is_none(), "round {round}");
+        }
+    }
+    assert!(f.s.fd_queue_len() <= 2 * 16 + 1024 + 1, "{}", f.s.fd_queue_len());
+    assert_eq!(f.call(DESTROY, 0, &[]).0, 0);
+    assert_eq!(f.s.open_inode_fds(), 0);
 }
