@@ -4,6 +4,7 @@
 // two loopback addresses keeps the Host header's port equal to the destination port, as in a VM.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import * as http2 from "node:http2";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,7 +68,10 @@ async function upstreamCert(names: string[]) {
   return { caPem: ca.toString("pem") + "\n", certPem: leaf.toString("pem") + "\n", keyPem: toPem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", keys.privateKey)) };
 }
 
-export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy> = {}, names = ["api.test", "evil.test", "bypass.test", "a.corp.test"]): Promise<Rig> {
+/**
+ * `upstream: "h2"` serves the echo over node:http2 (ALPN h2 only) instead of Bun.serve (HTTP/1.1).
+ */
+export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy> = {}, names = ["api.test", "evil.test", "bypass.test", "a.corp.test"], upstream: "h1" | "h2" = "h1"): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), "msb-secrets-"));
   const ca = await loadOrCreateCa(dir);
   const issuer = new LeafIssuer(ca);
@@ -77,7 +81,7 @@ export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy>
   writeFileSync(msbCaFile, ca.certPem);
   writeFileSync(upstreamCaFile, up.caPem);
   const seen: SeenRequest[] = [];
-  const server = Bun.serve({
+  const server = upstream === "h2" ? await startH2Echo(up.certPem, up.keyPem, seen) : Bun.serve({
     hostname: UPSTREAM_IP,
     port: 0,
     tls: { cert: up.certPem, key: up.keyPem },
@@ -137,4 +141,38 @@ export async function startRig(secrets: Secret[], over: Partial<InterceptPolicy>
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** An HTTP/2-only echo on 127.0.0.1 (what the Bun.serve echo does, over node:http2). */
+async function startH2Echo(cert: string, key: string, seen: SeenRequest[]) {
+  const srv = http2.createSecureServer({ cert, key, allowHTTP1: false });
+  srv.on("stream", (s, headers) => {
+    const stream = s as http2.ServerHttp2Stream;
+    const chunks: Buffer[] = [];
+    stream.on("data", (d: Buffer) => chunks.push(d));
+    stream.on("end", () => {
+      const h: Record<string, string> = {};
+      for (const [k, v] of Object.entries(headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(", ") : String(v);
+      const r: SeenRequest = { method: h[":method"]!, path: h[":path"]!, headers: h, body: Buffer.concat(chunks).toString() };
+      seen.push(r);
+      stream.respond({ ":status": 200, "content-type": "application/json" });
+      stream.end(JSON.stringify(r));
+    });
+    stream.on("error", () => {});
+  });
+  await new Promise<void>((r) => srv.listen(0, UPSTREAM_IP, () => r()));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    stop: (_force?: boolean) => srv.close(),
+  };
+}
+
+/** Flow results land when both sides have closed, a moment after the client exits: wait for one. */
+export async function waitForResult(rig: Rig, pred: (r: Rig["results"][number]) => boolean, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (rig.results.some(pred)) return true;
+    await Bun.sleep(20);
+  }
+  return false;
 }

@@ -4,7 +4,7 @@
 // unambiguously. Input arrives cut anywhere (TCP segments, TLS records); output is canonical
 // HTTP/1.1 framing, so what the upstream parses is exactly what was checked here.
 
-import { type Decide, type Secret, type SecretSet, StreamSubstituter, substitute } from "./substitute.ts";
+import { type Decide, hostAllowed, type Secret, type SecretSet, StreamSubstituter, substitute } from "./substitute.ts";
 
 export const MAX_HEAD_BYTES = 64 * 1024;
 export const MAX_HEADERS = 200;
@@ -357,7 +357,7 @@ export class Http1RequestRewriter {
     const pass = ctx.onDisallowed === "pass";
     return (s: Secret) => {
       let reason: string | undefined;
-      if (!hostAllowedFor(s, ctx.serverName)) reason = `secret ${s.name} is not allowed for host ${ctx.serverName}`;
+      if (!hostAllowed(s.allow, ctx.serverName)) reason = `secret ${s.name} is not allowed for host ${ctx.serverName}`;
       else if (!hostOk) reason = `secret ${s.name}: request Host ${JSON.stringify(shown.slice(0, 255))} does not match TLS server name ${ctx.serverName}`;
       else if (!ctx.destPinned) reason = `secret ${s.name}: destination address was not resolved by this sandbox for ${ctx.serverName}`;
       if (!reason) return { ok: true };
@@ -387,13 +387,6 @@ export class Http1RequestRewriter {
 
 class StopSignal {
   constructor(readonly stop: Stop) {}
-}
-
-function hostAllowedFor(s: Secret, serverName: string): boolean {
-  return s.allow.some((p) => {
-    const pat = p.toLowerCase();
-    return pat.startsWith("*.") ? serverName.endsWith(pat.slice(1)) && serverName.length > pat.length - 1 : serverName === pat;
-  });
 }
 
 /** Host field (or absolute-form authority) equals the TLS server name, and the port if given. */
@@ -503,7 +496,7 @@ function chunkOf(data: Buffer): Buffer {
 }
 
 /** Header value substitution, including placeholders inside `Basic` credentials' base64. */
-function substituteHeader(name: string, value: string, set: SecretSet, decide: Decide) {
+export function substituteHeader(name: string, value: string, set: SecretSet, decide: Decide) {
   const lower = name.toLowerCase();
   if (lower === "authorization" || lower === "proxy-authorization") {
     const m = value.match(/^(basic)([ \t]+)([A-Za-z0-9+/]+={0,2})$/i);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { GUEST_IP, type Rig, startRig } from "./harness.ts";
+import { GUEST_IP, type Rig, startRig, waitForResult } from "./harness.ts";
 import type { Secret } from "./substitute.ts";
 
 const TOKEN = "sk-live-REALTOKEN-7c1d0a";
@@ -102,7 +102,7 @@ describe("TLS interception with real clients", () => {
     expect(r.out).toContain("msb: blocked: secret TOKEN is not allowed for host evil.test");
     expect(r.out.endsWith("403")).toBe(true);
     expect(rig.seen.length).toBe(before);
-    expect(rig.results.some((x) => x.serverName === "evil.test" && x.stop?.reason === "secret TOKEN is not allowed for host evil.test")).toBe(true);
+    expect(await waitForResult(rig, (x) => x.serverName === "evil.test" && x.stop?.reason === "secret TOKEN is not allowed for host evil.test")).toBe(true);
   });
 
   test("curl: SNI api.test but Host evil.test is blocked", async () => {
@@ -116,7 +116,7 @@ describe("TLS interception with real clients", () => {
     const r = await curl("bypass.test", "/b", ["-H", "X-K: $MSB_TOKEN"], rig.upstreamCaFile);
     expect(r.err).toBe("");
     expect(JSON.parse(r.out).headers["x-k"]).toBe("$MSB_TOKEN");
-    expect(rig.results.some((x) => x.mode === "bypassed" && x.serverName === "bypass.test")).toBe(true);
+    expect(await waitForResult(rig, (x) => x.mode === "bypassed" && x.serverName === "bypass.test")).toBe(true);
   });
 
   test("python urllib: header substitution and masked echo", async () => {
@@ -171,7 +171,7 @@ except Exception as e:
     print("err", e)
 `);
     expect(r.out.trim()).toBe("b''");
-    expect(rig.results.some((x) => x.mode === "refused" && x.error?.includes("not a TLS ClientHello"))).toBe(true);
+    expect(await waitForResult(rig, (x) => x.mode === "refused" && !!x.error?.includes("not a TLS ClientHello"))).toBe(true);
   });
 
   test("upstream certificate that does not verify: the guest gets a 502 naming the failure", async () => {

@@ -11,6 +11,7 @@ import { parseClientHello, MAX_CLIENT_HELLO_LEN } from "./clienthello.ts";
 import { Http1RequestRewriter, type RequestLog, type Stop } from "./http1.ts";
 import type { LeafIssuer } from "./leaf.ts";
 import { hostAllowed, type SecretSet } from "./substitute.ts";
+import { relayHttp2 } from "./http2.ts";
 import { ResponseScrubber } from "./scrub.ts";
 
 export interface InterceptPolicy {
@@ -34,6 +35,8 @@ export interface InterceptPolicy {
   log?: (line: string) => void;
   /** How long the guest may take to send its ClientHello. */
   helloTimeoutMs?: number;
+  /** Relay HTTP/2 when the guest offers it and the upstream speaks it (default true); false pins HTTP/1.1. */
+  http2?: boolean;
   /** How long the upstream TLS handshake may take. */
   upstreamTimeoutMs?: number;
 }
@@ -56,6 +59,8 @@ export interface InterceptResult {
 
 const HELLO_TIMEOUT_MS = 10_000;
 const UPSTREAM_TIMEOUT_MS = 15_000;
+/** After the upstream closes, how long the guest side may take to read what is left. */
+const CLOSE_GRACE_MS = 5_000;
 /** Guest bytes held while the upstream handshake is still running. */
 const PENDING_MAX = 1024 * 1024;
 
@@ -92,17 +97,47 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
   const result: InterceptResult = { mode: "intercepted", serverName, requests: rewriter.log };
   log(`tls ${where} ${serverName}: intercepted${destPinned ? "" : " (address not pinned to this name: no substitution)"}`);
 
-  const down = new tls.TLSSocket(replay(guest, first.bytes), { isServer: true, secureContext: leaf.context, ALPNProtocols: ["http/1.1"] });
+  const wantH2 = policy.http2 !== false && first.hello.alpn.includes("h2");
   const up = tls.connect({
     host: dest.ip,
     port: dest.port,
     servername: isIP(serverName) ? undefined : serverName,
     ca: [...tls.rootCertificates, ...(policy.extraCa ?? [])],
-    ALPNProtocols: ["http/1.1"],
+    ALPNProtocols: wantH2 ? ["h2", "http/1.1"] : ["http/1.1"],
   });
   // Handshakes and request heads are small writes: Nagle would hold them for delayed ACKs.
   up.setNoDelay(true);
   up.setTimeout(policy.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error("upstream TLS handshake timed out")));
+  // The guest may only be offered a protocol the upstream speaks: with h2 on the table, the
+  // upstream handshake goes first. Otherwise both handshakes run at once.
+  let upEarly: Error | "ok" | undefined;
+  if (wantH2) {
+    upEarly = await new Promise<Error | "ok">((r) => {
+      up.once("secureConnect", () => r("ok"));
+      up.once("error", (e) => r(e));
+    });
+  }
+  const h2 = upEarly === "ok" && up.alpnProtocol === "h2";
+  const down = new tls.TLSSocket(replay(guest, first.bytes), { isServer: true, secureContext: leaf.context, ALPNProtocols: h2 ? ["h2"] : ["http/1.1"] });
+  if (h2) {
+    up.setTimeout(0);
+    log(`tls ${where} ${serverName}: HTTP/2`);
+    down.on("error", (e) => {
+      if (!result.error) result.error = `guest TLS: ${e.message}`;
+    });
+    await relayHttp2(down, up, {
+      serverName,
+      port: dest.port,
+      secrets: policy.secrets,
+      destPinned,
+      onDisallowed: policy.onDisallowed,
+      scrub: policy.scrubResponses !== false,
+      log,
+      onStop: (s) => (result.stop ??= s),
+      requests: result.requests,
+    });
+    return result;
+  }
   const scrub = policy.scrubResponses === false ? undefined : new ResponseScrubber(policy.secrets, (b) => writeDown(b));
 
   let downSecure = false;
@@ -176,7 +211,7 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     if (upReady) up.end();
     else pendingUp.push(new Uint8Array(0)); // marker: end once connected
   });
-  up.on("secureConnect", () => {
+  const onUpSecure = () => {
     up.setTimeout(0);
     upReady = true;
     let ended = false;
@@ -187,7 +222,7 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     if (ended) up.end();
     pendingBytes = 0;
     if (!upFull) down.resume();
-  });
+  };
   up.on("data", (d: Buffer) => {
     if (stopped) return;
     if (scrub) scrub.push(d);
@@ -198,7 +233,7 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     scrub?.end();
     down.end();
   });
-  up.on("error", (e) => {
+  const onUpError = (e: Error) => {
     if (stopped) return;
     upError = `upstream ${serverName} (${where}): ${e.message}`;
     log(`tls ${where} ${serverName}: ${upError}`);
@@ -211,14 +246,22 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
       else down.once("secure", send);
       setTimeout(() => down.destroy(), 5000).unref();
     } else down.destroy();
-  });
+  };
+  up.on("error", onUpError);
+  if (upEarly === undefined) up.once("secureConnect", onUpSecure);
+  else if (upEarly === "ok") onUpSecure();
+  else onUpError(upEarly);
   down.on("error", (e) => {
     if (!result.error) result.error = `guest TLS: ${e.message}`;
     up.destroy();
   });
   up.on("close", () => {
     if (!stopped && !down.destroyed && !down.writableEnded) down.end();
+    // A guest that never closes must not keep the flow alive once the upstream is gone.
+    setTimeout(() => down.destroy(), CLOSE_GRACE_MS).unref();
   });
+  // Once the guest side is fully closed nothing more can be delivered: drop the upstream.
+  down.once("close", () => up.destroy());
 
   await Promise.all([closed(down), closed(up)]);
   flushLogs();
@@ -316,7 +359,13 @@ function relayOpaque(guest: Duplex, first: Buffer, dest: Destination): Promise<s
     const one = () => {
       if (++n === 2) resolve(error);
     };
-    up.once("close", one);
-    guest.once("close", one);
+    up.once("close", () => {
+      one();
+      setTimeout(() => guest.destroy(), CLOSE_GRACE_MS).unref();
+    });
+    guest.once("close", () => {
+      one();
+      up.destroy();
+    });
   });
 }
