@@ -17,8 +17,7 @@ import (
 	"time"
 )
 
-// testEnv gives a runtime the temporary MSB_HOME and the qemu backend.
-var testEnv []string
+// testHome is the temporary MSB_HOME every runtime of the tests uses.
 var testHome string
 
 func TestMain(m *testing.M) {
@@ -33,7 +32,11 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(home)
 		testHome = home
-		testEnv = []string{"MSB_HOME=" + home, "MSB_BACKEND=qemu"}
+		// In the environment (not only Options.Env) so the Example, written as user code, and
+		// the TypeScript side of the benchmark use the same runtime, home and backend.
+		os.Setenv("MSB_BIN", binary())
+		os.Setenv("MSB_HOME", home)
+		os.Setenv("MSB_BACKEND", "qemu")
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -62,7 +65,7 @@ func start(t testing.TB) *Client {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := Start(ctx, Options{Binary: bin, Env: testEnv})
+	c, err := Start(ctx, Options{Binary: bin})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
