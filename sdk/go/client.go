@@ -161,8 +161,9 @@ func findBinary(opts Options) (string, error) {
 }
 
 // Close ends the runtime's stdin and waits for it to exit: it finishes the requests in flight
-// and stops the sandboxes created without Detached (removing unnamed ones). If it has not exited
-// after a minute it is killed. Close returns nil when the runtime exited cleanly.
+// and lets go of its sandboxes, whose supervisors then stop those created without Detached
+// (removing unnamed ones) on their own, shortly after Close returns. If the runtime has not
+// exited after a minute it is killed. Close returns nil when the runtime exited cleanly.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
