@@ -348,6 +348,59 @@ func TestSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrent execs and large output", func(t *testing.T) {
+		var want strings.Builder
+		for i := 1; i <= 200000; i++ {
+			fmt.Fprintf(&want, "%d\n", i)
+		}
+		type outcome struct {
+			i   int
+			out string
+			err error
+		}
+		results := make(chan outcome, 9)
+		for i := 0; i < 8; i++ {
+			go func(i int) {
+				r, err := sb.Exec(within(t, 60*time.Second), []string{"sh", "-c", fmt.Sprintf("echo %d", i)}, nil)
+				if err != nil {
+					results <- outcome{i, "", err}
+					return
+				}
+				results <- outcome{i, string(r.Stdout), nil}
+			}(i)
+		}
+		go func() {
+			r, err := sb.Exec(within(t, 60*time.Second), []string{"seq", "1", "200000"}, nil)
+			if err != nil {
+				results <- outcome{-1, "", err}
+				return
+			}
+			results <- outcome{-1, string(r.Stdout), nil}
+		}()
+		for n := 0; n < 9; n++ {
+			o := <-results
+			switch {
+			case o.err != nil:
+				t.Errorf("exec %d: %v", o.i, o.err)
+			case o.i == -1 && o.out != want.String():
+				t.Errorf("seq output: %d bytes, want %d", len(o.out), want.Len())
+			case o.i >= 0 && o.out != fmt.Sprintf("%d\n", o.i):
+				t.Errorf("exec %d got %q: replies crossed", o.i, o.out)
+			}
+		}
+	})
+
+	t.Run("already exists and protocol errors", func(t *testing.T) {
+		_, err := c.Create(within(t, 60*time.Second), SandboxOptions{Name: sb.Name, MemoryMiB: 256})
+		if !errors.Is(err, ErrAlreadyExists) || !strings.Contains(err.Error(), sb.Name) {
+			t.Errorf("create with a taken name: want ErrAlreadyExists naming it, got %v", err)
+		}
+		err = c.call(within(t, 30*time.Second), "no_such_method", map[string]any{}, nil, nil)
+		if !errors.Is(err, ErrProtocol) {
+			t.Errorf("unknown method: want ErrProtocol, got %v", err)
+		}
+	})
+
 	t.Run("get and list", func(t *testing.T) {
 		other, err := c.Get(within(t, 30*time.Second), sb.Name)
 		if err != nil || other.Name != sb.Name {
