@@ -37,7 +37,19 @@ func TestMain(m *testing.M) {
 		os.Setenv("MSB_BIN", binary())
 		os.Setenv("MSB_HOME", home)
 		os.Setenv("MSB_BACKEND", "qemu")
-		return m.Run()
+		code := m.Run()
+		// Whatever ran (the Example too), nothing of this home may outlive the tests.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+			left := processesOfHome(home)
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(os.Stderr, "FAIL: processes left running with MSB_HOME=%s: %v\n", home, left)
+				return 1
+			}
+		}
+		return code
 	}()
 	os.Exit(code)
 }
