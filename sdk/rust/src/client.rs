@@ -20,6 +20,8 @@ use crate::sandbox::{Sandbox, SandboxInfo, SandboxOptions};
 
 /// The API protocol version this SDK speaks (docs/api.md, "Handshake").
 pub const PROTOCOL: u32 = 1;
+/// Longest request line `msb api` accepts (docs/api.md, "Transport").
+const MAX_REQUEST: usize = 64 * 1024 * 1024;
 /// Longest reply line accepted: a 512 MiB file read (msb's own limit) in base64, plus framing.
 const MAX_LINE: u64 = 700 * 1024 * 1024;
 /// Bytes of the child's stderr kept for `RuntimeExited`.
@@ -98,6 +100,17 @@ impl Inner {
 
     pub(crate) fn call_with(&self, method: &str, params: Value, subject: Subject, process: Option<Arc<ProcShared>>) -> Result<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let line = Value::object([("id", Value::from(id)), ("method", Value::from(method)), ("params", params)]).encode() + "\n";
+        if line.len() > MAX_REQUEST {
+            // msb would answer `too_large` without an id, leaving this call nothing to wait for.
+            return Err(Error::InvalidOptions {
+                message: format!(
+                    "{method}: the request is {} bytes, more than the {} MiB msb api accepts in one line (bytes travel as base64: about 48 MiB of data per call)",
+                    line.len(),
+                    MAX_REQUEST >> 20
+                ),
+            });
+        }
         let (tx, rx) = mpsc::channel();
         {
             let mut state = lock(&self.state);
@@ -106,7 +119,6 @@ impl Inner {
             }
             state.pending.insert(id, Waiter { tx, subject, process });
         }
-        let line = Value::object([("id", Value::from(id)), ("method", Value::from(method)), ("params", params)]).encode() + "\n";
         let written = match lock(&self.stdin).as_mut() {
             Some(stdin) => stdin.write_all(line.as_bytes()).and_then(|()| stdin.flush()).is_ok(),
             None => false,
@@ -214,13 +226,12 @@ impl Inner {
         }
     }
 
-    pub(crate) fn forget_process(&self, id: Option<u64>, process: &Arc<ProcShared>) {
-        // Only the registry and the caller hold it: nobody can read its output any more.
-        if let Some(id) = id {
-            let mut state = lock(&self.state);
-            if Arc::strong_count(process) <= 2 {
-                state.processes.remove(&id);
-            }
+    /// Stops buffering a process's output once no handle can read it any more (only the
+    /// registry and the dropping `Process` hold it).
+    pub(crate) fn forget_process(&self, id: u64, process: &Arc<ProcShared>) {
+        let mut state = lock(&self.state);
+        if Arc::strong_count(process) <= 2 {
+            state.processes.remove(&id);
         }
     }
 }
@@ -263,18 +274,15 @@ fn parse_event(message: &Value) -> Option<Event> {
 /// ```
 pub struct Client {
     inner: Arc<Inner>,
-    exited: Option<Receiver<()>>,
+    exited: Mutex<Option<Receiver<()>>>,
     msb_version: String,
 }
 
 impl Client {
     /// Starts `msb api` and does the version handshake.
     pub fn start(options: ClientOptions) -> Result<Client> {
-        let binary = options
-            .binary
-            .clone()
-            .or_else(|| std::env::var_os("MSB_BIN").filter(|v| !v.is_empty()).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("msb"));
+        let binary =
+            options.binary.clone().or_else(|| std::env::var_os("MSB_BIN").filter(|v| !v.is_empty()).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("msb"));
         let mut child = Command::new(&binary)
             .arg("api")
             .envs(options.env.iter().map(|(k, v)| (k, v)))
@@ -365,7 +373,7 @@ impl Client {
             })
             .map_err(|e| Error::Start { binary: binary.clone(), reason: e.to_string() })?;
 
-        let mut client = Client { inner, exited: Some(exited_rx), msb_version: String::new() };
+        let mut client = Client { inner, exited: Mutex::new(Some(exited_rx)), msb_version: String::new() };
         let hello = client.inner.call(
             "hello",
             Value::object([("protocol", Value::from(PROTOCOL)), ("client", Value::from(concat!("msb-rust/", env!("CARGO_PKG_VERSION"))))]),
@@ -422,7 +430,7 @@ impl Client {
     }
 
     fn shutdown(&mut self) {
-        let Some(exited) = self.exited.take() else { return };
+        let Some(exited) = lock(&self.exited).take() else { return };
         lock(&self.inner.stdin).take();
         if exited.recv_timeout(CLOSE_TIMEOUT).is_err() {
             // SAFETY: kill(2) on our own child's pid; no memory is involved.

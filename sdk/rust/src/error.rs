@@ -84,11 +84,9 @@ impl fmt::Display for Error {
             | Error::InvalidOptions { message }
             | Error::ImageNotFound { message, .. }
             | Error::Other { message, .. } => f.write_str(message),
-            Error::Start { binary, reason } => write!(
-                f,
-                "could not start `{} api`: {reason}; set ClientOptions::binary or MSB_BIN to the msb binary, or put msb on PATH",
-                binary.display()
-            ),
+            Error::Start { binary, reason } => {
+                write!(f, "could not start `{} api`: {reason}; set ClientOptions::binary or MSB_BIN to the msb binary, or put msb on PATH", binary.display())
+            }
             Error::RuntimeExited { stderr_tail } if stderr_tail.trim().is_empty() => {
                 f.write_str("the msb api process exited (it wrote nothing on stderr); start a new Client")
             }

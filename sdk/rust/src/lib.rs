@@ -25,3 +25,17 @@ pub use error::{Error, Result};
 pub use json::Value;
 pub use process::{ExitStatus, Process, ProcessOutput};
 pub use sandbox::{DirEntry, ExecOptions, ExecResult, FileStat, Sandbox, SandboxInfo, SandboxOptions};
+
+#[cfg(test)]
+mod tests {
+    /// Handles are shared across threads (a reader thread per output stream, calls from several).
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Client>();
+        check::<crate::Sandbox>();
+        check::<crate::Process>();
+        check::<crate::ProcessOutput>();
+        check::<crate::Error>();
+    }
+}

@@ -181,6 +181,6 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.inner.forget_process(Some(self.id), &self.shared);
+        self.inner.forget_process(self.id, &self.shared);
     }
 }

@@ -262,10 +262,8 @@ impl Sandbox {
         if argv.is_empty() {
             return Err(Error::InvalidOptions { message: format!("{}: argv must name a program", self.name) });
         }
-        let mut params: Vec<(&str, Value)> = vec![
-            ("name", Value::from(self.name.as_str())),
-            ("argv", Value::Array(argv.iter().map(|a| Value::from(a.as_ref())).collect())),
-        ];
+        let mut params: Vec<(&str, Value)> =
+            vec![("name", Value::from(self.name.as_str())), ("argv", Value::Array(argv.iter().map(|a| Value::from(a.as_ref())).collect()))];
         if !options.env.is_empty() {
             params.push(("env", string_map(&options.env)));
         }

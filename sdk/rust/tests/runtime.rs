@@ -3,7 +3,7 @@
 // `cargo test -- --test-threads=1` (each test starts its own `msb api`).
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,9 +33,9 @@ impl TempHome {
         TempHome(path)
     }
 
-    fn options(&self, binary: &PathBuf) -> ClientOptions {
+    fn options(&self, binary: &Path) -> ClientOptions {
         ClientOptions {
-            binary: Some(binary.clone()),
+            binary: Some(binary.to_path_buf()),
             env: vec![("MSB_HOME".into(), self.0.display().to_string()), ("MSB_BACKEND".into(), "qemu".into())],
         }
     }
@@ -204,7 +204,9 @@ fn sandbox_end_to_end() {
         assert_ne!(result.exit_code, 0);
 
         // Streaming: the first line is readable while the command still runs.
-        let process = sandbox.spawn(&["sh", "-c", "echo first; read line; echo got $line; echo oops >&2; exit 7"], &ExecOptions { pipe_stdin: true, ..Default::default() }).expect("spawn");
+        let process = sandbox
+            .spawn(&["sh", "-c", "echo first; read line; echo got $line; echo oops >&2; exit 7"], &ExecOptions { pipe_stdin: true, ..Default::default() })
+            .expect("spawn");
         let mut stdout = BufReader::new(process.stdout());
         let mut first = String::new();
         let started = Instant::now();
@@ -255,6 +257,20 @@ fn sandbox_end_to_end() {
             Err(Error::NotFound { message }) => assert!(message.contains("/tmp/nope"), "{message}"),
             other => panic!("expected NotFound for a missing path, got {other:?}"),
         }
+        let big: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        sandbox.write_file("/tmp/big.bin", &big).expect("write 8 MiB");
+        assert!(sandbox.read_file("/tmp/big.bin").expect("read 8 MiB") == big, "8 MiB round trip differs");
+        sandbox.remove_path("/tmp/big.bin", false).unwrap();
+        // More than one request line can carry: a clear error at once, not a call left waiting.
+        let too_big = vec![0u8; 50 << 20];
+        match within(Duration::from_secs(30), "oversized write_file", {
+            let s = sandbox.clone();
+            move || s.write_file("/tmp/too-big", &too_big)
+        }) {
+            Err(Error::InvalidOptions { message }) => assert!(message.contains("64 MiB"), "{message}"),
+            other => panic!("expected InvalidOptions for a 50 MiB write, got {other:?}"),
+        }
+        assert!(!sandbox.exists("/tmp/too-big").unwrap());
         sandbox.remove_path("/tmp/a", true).expect("remove_path");
         assert!(!sandbox.exists("/tmp/a").unwrap());
         assert!(matches!(sandbox.exec(&[] as &[&str], &ExecOptions::default()), Err(Error::InvalidOptions { .. })));
