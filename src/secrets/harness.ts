@@ -155,7 +155,8 @@ async function startH2Echo(cert: string, key: string, seen: SeenRequest[]) {
       for (const [k, v] of Object.entries(headers)) if (v !== undefined) h[k] = Array.isArray(v) ? v.join(", ") : String(v);
       const r: SeenRequest = { method: h[":method"]!, path: h[":path"]!, headers: h, body: Buffer.concat(chunks).toString() };
       seen.push(r);
-      stream.respond({ ":status": 200, "content-type": "application/json" });
+      stream.respond({ ":status": 200, "content-type": "application/json" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "x-echo-status": "done" }));
       stream.end(JSON.stringify(r));
     });
     stream.on("error", () => {});

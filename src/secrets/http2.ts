@@ -79,6 +79,12 @@ function handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHt
       stream.end(`msb: blocked: ${reason}\n`);
     } else stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
   };
+  if (method === "CONNECT") {
+    // A tunnel inside an intercepted connection would carry bytes no rule here can read.
+    stream.respond({ ":status": 405, "content-type": "text/plain", "x-msb-blocked": "refuse" });
+    stream.end("msb: refused: CONNECT inside an intercepted TLS connection is not supported\n");
+    return;
+  }
   const use = (names: string[]) => {
     for (const n of names) if (!log.substituted.includes(n)) log.substituted.push(n);
   };
@@ -163,7 +169,17 @@ function handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHt
     const resp: http2.OutgoingHttpHeaders = {};
     for (const [n, v] of Object.entries(h)) if (v !== undefined && !HOP.has(n)) resp[n] = v;
     if (stream.destroyed) return;
-    stream.respond(resp);
+    // Trailers (gRPC's status lives there) are passed on once the body is done.
+    stream.respond(resp, { waitForTrailers: true });
+  });
+  let trailers: http2.IncomingHttpHeaders = {};
+  req.on("trailers", (t) => {
+    trailers = t;
+  });
+  stream.on("wantTrailers", () => {
+    const t: http2.OutgoingHttpHeaders = {};
+    for (const [n, v] of Object.entries(trailers)) if (v !== undefined && !n.startsWith(":") && !HOP.has(n)) t[n] = v;
+    stream.sendTrailers(t);
   });
   const scrub = ctx.scrub
     ? new ResponseScrubber(ctx.secrets, (b) => {
