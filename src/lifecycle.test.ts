@@ -118,6 +118,32 @@ describe("a named sandbox from the CLI", () => {
     expect(msb(["rm", "job"]).code).toBe(0);
   });
 
+  test("logs -f prints output as it comes and returns when the sandbox stops", async () => {
+    expect(msb(["run", "-d", "--name", "ticker", "--backend", "qemu", "--", "sh", "-c", "for i in 1 2 3 4; do echo tick $i; sleep 1; done"]).code).toBe(0);
+    const follow = Bun.spawn([binary, "logs", "-f", "ticker"], { env: { ...process.env, MSB_HOME: home }, stdout: "pipe", stderr: "pipe" });
+    const reader = follow.stdout.getReader();
+    let seen = "";
+    const firstAt = Date.now();
+    while (!seen.includes("tick 2")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += new TextDecoder().decode(value);
+    }
+    // Lines arrived while the command was still running, not all at the end.
+    expect(seen).toContain("tick 1");
+    expect(status("ticker").status).toBe("running");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += new TextDecoder().decode(value);
+    }
+    expect(await follow.exited).toBe(0);
+    expect(seen).toBe("tick 1\ntick 2\ntick 3\ntick 4\n");
+    expect(Date.now() - firstAt).toBeLessThan(60_000);
+    expect(status("ticker").status).toBe("stopped");
+    expect(msb(["rm", "ticker"]).code).toBe(0);
+  });
+
   test("--idle-timeout and --max-duration stop a sandbox and say why", async () => {
     expect(msb(["run", "-d", "--name", "idle", "--backend", "qemu", "--idle-timeout", "2s"]).code).toBe(0);
     expect(msb(["run", "-d", "--name", "short", "--backend", "qemu", "--max-duration", "3", "--", "sleep", "600"]).code).toBe(0);
