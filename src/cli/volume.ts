@@ -11,7 +11,8 @@ export const volumeArgs = {
   volume: {
     type: "string",
     alias: "v",
-    description: "Mount HOST_PATH:GUEST_PATH[:ro] (a directory or a single file) or VOLUME_NAME:GUEST_PATH[:ro] (repeatable)",
+    description:
+      "Mount HOST_PATH:GUEST_PATH[:ro] (a directory or a single file; a bare name is a volume, write ./dir for a relative path) or VOLUME_NAME:GUEST_PATH[:ro] (repeatable)",
   },
   tmpfs: { type: "string", description: "Mount a private tmpfs, GUEST_PATH[:SIZE] e.g. /scratch:256m (repeatable)" },
 } satisfies ArgsDef;
