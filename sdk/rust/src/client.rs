@@ -103,13 +103,7 @@ impl Inner {
         let line = Value::object([("id", Value::from(id)), ("method", Value::from(method)), ("params", params)]).encode() + "\n";
         if line.len() > MAX_REQUEST {
             // msb would answer `too_large` without an id, leaving this call nothing to wait for.
-            return Err(Error::InvalidOptions {
-                message: format!(
-                    "{method}: the request is {} bytes, more than the {} MiB msb api accepts in one line (bytes travel as base64: about 48 MiB of data per call)",
-                    line.len(),
-                    MAX_REQUEST >> 20
-                ),
-            });
+            return Err(too_large(method, line.len()));
         }
         let (tx, rx) = mpsc::channel();
         {
@@ -234,6 +228,25 @@ impl Inner {
             state.processes.remove(&id);
         }
     }
+}
+
+/// A request bigger than one API line; `size` is its encoded size (or a close estimate).
+pub(crate) fn too_large(method: &str, size: usize) -> Error {
+    Error::InvalidOptions {
+        message: format!(
+            "{method}: the request is {size} bytes, more than the {} MiB msb api accepts in one line (bytes travel as base64: about 48 MiB of data per call)",
+            MAX_REQUEST >> 20
+        ),
+    }
+}
+
+/// Refuses bytes whose base64 alone would not fit in one request, before encoding them.
+pub(crate) fn check_payload(method: &str, bytes: usize) -> Result<()> {
+    let encoded = bytes.div_ceil(3) * 4;
+    if encoded > MAX_REQUEST {
+        return Err(too_large(method, encoded));
+    }
+    Ok(())
 }
 
 fn api_error(error: &Value, subject: Subject) -> Error {

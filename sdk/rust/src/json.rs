@@ -195,6 +195,12 @@ fn encode_number(n: f64, out: &mut String) {
 fn encode_string(s: &str, out: &mut String) {
     use std::fmt::Write;
     out.push('"');
+    // Most strings (base64 data, names) need no escape at all: copy them whole.
+    if !s.chars().any(|c| matches!(c, '"' | '\\' | '\u{0}'..='\u{1f}' | '\u{2028}' | '\u{2029}')) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -411,8 +417,10 @@ impl Parser<'_> {
                 }
                 0..=0x1f => return Err(self.error("control character in a string")),
                 _ => {
-                    out.push(b);
-                    self.pos += 1;
+                    // Copy the run of plain bytes up to the next quote, escape or control byte.
+                    let run = self.bytes[self.pos..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(self.bytes.len() - self.pos);
+                    out.extend_from_slice(&self.bytes[self.pos..self.pos + run]);
+                    self.pos += run;
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::base64;
-use crate::client::{string_map, Inner};
+use crate::client::{check_payload, string_map, Inner};
 use crate::error::{Error, Result, Subject};
 use crate::json::Value;
 use crate::process::{ExitStatus, Process};
@@ -283,6 +283,7 @@ impl Sandbox {
     pub fn exec<S: AsRef<str>>(&self, argv: &[S], options: &ExecOptions) -> Result<ExecResult> {
         let mut params = self.command_params(argv, options)?;
         if let Some(stdin) = &options.stdin {
+            check_payload("exec", stdin.len())?;
             params.push(("stdin", Value::from(base64::encode(stdin))));
         }
         let reply = self.inner.call("exec", Value::object(params), Subject::Sandbox)?;
@@ -333,6 +334,7 @@ impl Sandbox {
     }
 
     fn write(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<u64> {
+        check_payload("write_file", data.len())?;
         let mut params = vec![("path", path.into()), ("data", Value::from(base64::encode(data)))];
         if let Some(mode) = mode {
             params.push(("mode", mode.into()));
