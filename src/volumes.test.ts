@@ -308,5 +308,27 @@ for (const { backend, skip } of await e2eBackends()) {
       removeVolume("keepme");
       expect(listVolumes().map((v) => v.name)).not.toContain("keepme");
     }, 180_000);
+
+    test("two running sandboxes share a volume; a restarted sandbox gets its volumes back", async () => {
+      const a = await Sandbox.create({ backend, name: "vol-a", volumes: [{ source: "shared", target: "/shared" }] });
+      const b = await Sandbox.create({ backend, volumes: [{ source: "shared", target: "/shared" }] });
+      try {
+        expect((await a.shell("echo from-a > /shared/msg && cat /shared/msg")).stdout).toBe("from-a\n");
+        expect((await b.shell("cat /shared/msg; echo from-b >> /shared/msg")).stdout).toBe("from-a\n");
+        // Attributes are cached for up to 1 s in each guest (documented), then the other's write shows.
+        await Bun.sleep(1500);
+        expect((await a.shell("cat /shared/msg")).stdout).toBe("from-a\nfrom-b\n");
+        expect(inspectVolume("shared").usedBy).toContain("vol-a");
+      } finally {
+        await b.stop();
+        await a.stop();
+      }
+      const again = await Sandbox.start("vol-a");
+      const r = await again.shell("cat /shared/msg");
+      await again.stop();
+      await Sandbox.remove("vol-a");
+      expect(r.stdout).toBe("from-a\nfrom-b\n");
+      removeVolume("shared");
+    }, 240_000);
   });
 }
