@@ -198,7 +198,13 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
 
   down.on("data", (d: Buffer) => {
     if (stopped) return;
-    const r = rewriter.push(d);
+    let r: ReturnType<Http1RequestRewriter["push"]>;
+    try {
+      r = rewriter.push(d);
+    } catch (e) {
+      // A bug here must cost this flow, never the supervisor.
+      return stop({ kind: "refuse", status: 400, reason: `internal error reading the request: ${(e as Error).message}` });
+    }
     if (r.stop) return stop(r.stop);
     flushLogs();
     toUp(r.out);
