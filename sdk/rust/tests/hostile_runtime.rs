@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,8 @@ fn fake_msb(tag: &str, body: &str) -> PathBuf {
     path
 }
 
-fn start(binary: &PathBuf) -> msb::Result<Client> {
-    Client::start(ClientOptions { binary: Some(binary.clone()), env: vec![] })
+fn start(binary: &Path) -> msb::Result<Client> {
+    Client::start(ClientOptions { binary: Some(binary.to_path_buf()), env: vec![] })
 }
 
 fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -232,6 +232,25 @@ fn sandbox_end_to_end() {
         assert_eq!(lines.map(|l| l.unwrap()).collect::<Vec<_>>(), ["tick 2", "tick 3"]);
         assert!(process.wait().unwrap().success());
 
+        // Input given up front to spawn is written, then the command sees end of file.
+        let process = sandbox.spawn(&["cat"], &ExecOptions { stdin: Some(b"fed in".to_vec()), ..Default::default() }).expect("spawn");
+        let mut fed = Vec::new();
+        process.stdout().read_to_end(&mut fed).unwrap();
+        assert_eq!(fed, b"fed in");
+        assert!(process.wait().unwrap().success());
+
+        // Calls from several threads at once each get their own reply.
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let s = sandbox.clone();
+                std::thread::spawn(move || (i, s.exec(&["sh", "-c", &format!("sleep 0.$((4 - {i})); echo {i}")], &ExecOptions::default())))
+            })
+            .collect();
+        for thread in threads {
+            let (i, result) = thread.join().unwrap();
+            assert_eq!(result.expect("concurrent exec").stdout_text(), format!("{i}\n"));
+        }
+
         // A signal ends a spawned command.
         let process = sandbox.spawn(&["sleep", "60"], &ExecOptions::default()).expect("spawn");
         process.signal(9).expect("signal");
