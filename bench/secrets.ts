@@ -1,6 +1,6 @@
 // Cost of TLS interception with secret substitution: the same HTTPS client against the same
 // local server, once directly and once through interceptTls, in one run. Prints requests/s,
-// latency p50/p99 (keep-alive and new connection) and bulk throughput both ways.
+// latency p50/p99 (HTTP/1.1 keep-alive, new connections, HTTP/2 streams) and bulk throughput.
 //   node_modules/.bin/bun bench/secrets.ts [--requests N] [--mib M]
 
 import * as https from "node:https";
@@ -30,7 +30,32 @@ if (args[0] === "--client") {
       r.end(body);
     });
   const out: Record<string, unknown> = {};
-  if (mode === "latency") {
+  if (mode === "h2") {
+    // One HTTP/2 session, sequential streams.
+    const http2 = await import("node:http2");
+    const tls = await import("node:tls");
+    const session = http2.connect(`https://api.test:${port}`, { createConnection: () => tls.connect({ host: ip, port: Number(port), servername: "api.test", ca, ALPNProtocols: ["h2"] }) });
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        const r = session.request({ ":path": "/small", "x-api-key": "$MSB_TOKEN" });
+        r.on("response", (h) => h[":status"] !== 200 && reject(new Error(`status ${h[":status"]}`)));
+        r.on("data", () => {});
+        r.on("end", () => resolve());
+        r.on("error", reject);
+      });
+    for (let i = 0; i < 20; i++) await get();
+    const lat: number[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await get();
+      lat.push(performance.now() - t);
+    }
+    const total = performance.now() - t0;
+    lat.sort((a, b) => a - b);
+    out.h2 = { count: n, rps: n / (total / 1000), p50: lat[Math.floor(n * 0.5)], p99: lat[Math.floor(n * 0.99)] };
+    session.close();
+  } else if (mode === "latency") {
     for (const [name, opts] of [["keepalive", { agent }], ["newconn", { agent: false }]] as const) {
       const count = name === "newconn" ? Math.max(50, Math.floor(n / 10)) : n;
       const lat: number[] = [];
@@ -87,4 +112,21 @@ try {
   console.log(`bulk ${mib} MiB  download direct ${f(bd.download)} MiB/s, via relay ${f(br.download)} MiB/s | upload direct ${f(bd.upload)} MiB/s, via relay ${f(br.upload)} MiB/s`);
 } finally {
   await rig.stop();
+}
+
+// HTTP/2 on both sides (node:http2 echo upstream; the relay negotiates h2 with both).
+const rig2 = await startRig([{ name: "TOKEN", value: "bench-secret-value-0123456789", allow: ["api.test"] }], {}, undefined, "h2");
+try {
+  const run = async (ip: string, caFile: string) => {
+    const p = Bun.spawn([process.execPath, import.meta.path, "--client", ip, String(rig2.port), caFile, "h2", String(requests)], { stdout: "pipe", stderr: "inherit" });
+    const text = await new Response(p.stdout).text();
+    if ((await p.exited) !== 0) throw new Error(`h2 client failed: ${text}`);
+    return JSON.parse(text).h2;
+  };
+  const d = await run(UPSTREAM_IP, rig2.upstreamCaFile);
+  const r = await run(GUEST_IP, rig2.msbCaFile);
+  if (rig2.seen.at(-1)?.headers["x-api-key"] !== "bench-secret-value-0123456789") throw new Error("h2 relay did not substitute the secret");
+  console.log(`h2 stream  direct ${f(d.rps)} req/s p50 ${f(d.p50)} ms p99 ${f(d.p99)} ms | via relay ${f(r.rps)} req/s p50 ${f(r.p50)} ms p99 ${f(r.p99)} ms | added p50 ${f(r.p50 - d.p50)} ms p99 ${f(r.p99 - d.p99)} ms`);
+} finally {
+  await rig2.stop();
 }
