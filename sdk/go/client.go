@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -111,22 +112,42 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		early:   map[int64][]*message{},
 		done:    make(chan struct{}),
 	}
+	var diagnostics io.Writer = c.stderr
 	if opts.Stderr != nil {
-		cmd.Stderr = io.MultiWriter(c.stderr, opts.Stderr)
-	} else {
-		cmd.Stderr = c.stderr
+		diagnostics = io.MultiWriter(c.stderr, opts.Stderr)
 	}
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	// Our own pipes rather than StdoutPipe or a Writer: cmd.Wait then returns when the runtime
+	// exits even if a process it started still holds them, and does not close stdout under the
+	// reader before it has drained it.
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	stderr, stderrW, err := os.Pipe()
+	if err != nil {
+		stdout.Close()
+		stdoutW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+	err = cmd.Start()
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
+		stdout.Close()
+		stderr.Close()
 		return nil, fmt.Errorf("msb: cannot start %s api: %w", binary, err)
 	}
-	go c.read(stdout)
+	stderrDone := make(chan struct{})
+	go func() {
+		io.Copy(diagnostics, stderr)
+		stderr.Close()
+		close(stderrDone)
+	}()
+	go c.read(stdout, stderrDone)
 
 	var hello struct {
 		Protocol int    `json:"protocol"`
@@ -197,31 +218,44 @@ func (c *Client) Pid() int { return c.cmd.Process.Pid }
 
 // read is the only reader of the runtime's stdout: it routes replies to their callers and events
 // to their processes, and fails everything once the runtime is gone.
-func (c *Client) read(stdout io.Reader) {
-	r := bufio.NewReaderSize(stdout, 64<<10)
+func (c *Client) read(stdout *os.File, stderrDone <-chan struct{}) {
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = c.cmd.Wait()
+		close(exited)
+	}()
+	linesDone := make(chan error, 1)
+	go func() { linesDone <- c.readLines(stdout) }()
+
 	var problem error
-	for {
-		line, err := readLine(r)
-		if err != nil {
-			if err != io.EOF {
-				problem = err
-			}
-			break
+	select {
+	case problem = <-linesDone:
+		// Its stdout ended (or spoke nonsense): the runtime is of no more use.
+		if problem != nil {
+			c.kill()
 		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			c.kill()
+			<-exited
 		}
-		msg := &message{}
-		if err := json.Unmarshal(line, msg); err != nil {
-			problem = fmt.Errorf("the runtime sent a line that is not a message (%v): %.200q", err, line)
-			break
+	case <-exited:
+		// Replies it wrote before exiting are still in the pipe; read them, but do not wait
+		// for a process it started that inherited the pipe.
+		select {
+		case problem = <-linesDone:
+		case <-time.After(2 * time.Second):
+			stdout.Close()
+			<-linesDone
 		}
-		c.route(msg)
 	}
-	if problem != nil {
-		c.kill()
+	stdout.Close()
+	select { // the last words on stderr
+	case <-stderrDone:
+	case <-time.After(time.Second):
 	}
-	waitErr := c.cmd.Wait()
 	c.mu.Lock()
 	what := "exited"
 	if waitErr != nil {
@@ -245,6 +279,28 @@ func (c *Client) read(stdout io.Reader) {
 		p.finish(ExitStatus{}, c.dead)
 	}
 	close(c.done)
+}
+
+// readLines routes every message on the runtime's stdout until it ends; nil means a clean end.
+func (c *Client) readLines(stdout io.Reader) error {
+	r := bufio.NewReaderSize(stdout, 64<<10)
+	for {
+		line, err := readLine(r)
+		if err == io.EOF || errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		msg := &message{}
+		if err := json.Unmarshal(line, msg); err != nil {
+			return fmt.Errorf("the runtime sent a line that is not a message (%v): %.200q", err, line)
+		}
+		c.route(msg)
+	}
 }
 
 func readLine(r *bufio.Reader) ([]byte, error) {

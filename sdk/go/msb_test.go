@@ -166,6 +166,45 @@ func TestBadBinary(t *testing.T) {
 	}
 }
 
+// A runtime that dies while a process it started keeps its stdout and stderr open must still
+// be reported as dead, with its exit status and last words, not waited on forever. (A stand-in
+// runtime: the real one never leaves such a process; this is the SDK's edge.)
+func TestRuntimeDiesLeavingPipeHolder(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-msb")
+	script := "#!/bin/sh\nread hello\necho '{\"id\":1,\"result\":{\"protocol\":1,\"msb\":\"fake\"}}'\n" +
+		"sleep 60 &\necho $! > " + filepath.Join(dir, "holder.pid") + "\necho 'fake runtime: giving up' >&2\nexit 3\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if pid, err := os.ReadFile(filepath.Join(dir, "holder.pid")); err == nil {
+			var n int
+			fmt.Sscanf(string(pid), "%d", &n)
+			if n > 0 {
+				syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+	}()
+	c, err := Start(within(t, 20*time.Second), Options{Binary: fake})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if c.RuntimeVersion != "fake" {
+		t.Errorf("version %q", c.RuntimeVersion)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the runtime's death went unnoticed while another process held its pipes")
+	}
+	_, err = c.List(within(t, 10*time.Second))
+	if !errors.Is(err, ErrRuntimeExited) || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "giving up") {
+		t.Errorf("want ErrRuntimeExited with the exit status and stderr tail, got %v", err)
+	}
+	c.Close()
+}
+
 func TestSandbox(t *testing.T) {
 	c := start(t)
 	closed := false
