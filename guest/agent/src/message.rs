@@ -626,8 +626,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into(), "msb-layer-1".into()], upper_disk: None });
-        let init = Init::parse(br#"{"protocol":1,"root":{"kind":"overlay","layers":["msb-layer-0"],"upper":{"kind":"disk","serial":"msb-upper"}}}"#).unwrap();
-        assert_eq!(init.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into()], upper_disk: Some("msb-upper".into()) });
+        let disk = Init::parse(br#"{"protocol":1,"root":{"kind":"overlay","layers":["msb-layer-0"],"upper":{"kind":"disk","serial":"msb-upper"}}}"#).unwrap();
+        assert_eq!(disk.root_kind, RootKind::Overlay { layers: vec!["msb-layer-0".into()], upper_disk: Some("msb-upper".into()) });
         assert_eq!(init.root_path, crate::overlay::OVERLAY_ROOT);
         let net = init.net.unwrap();
         assert_eq!(net.mtu, 65520);
