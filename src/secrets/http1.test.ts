@@ -205,6 +205,16 @@ describe("query and body", () => {
     expect(r.rw.log.length).toBe(3);
   });
 
+  test("the request log of a long keep-alive connection stays bounded", () => {
+    const one = "GET /a HTTP/1.1\r\nHost: api.test\r\nX: $MSB_TOKEN\r\n\r\n";
+    const rw = new Http1RequestRewriter(ctx());
+    let bytes = 0;
+    for (let i = 0; i < 2000; i++) bytes += Buffer.concat(rw.push(Buffer.from(one)).out).length;
+    expect(bytes).toBe(2000 * one.replace("$MSB_TOKEN", TOKEN).length);
+    expect(rw.log.length).toBeLessThanOrEqual(512);
+    expect(rw.dropped + rw.log.length).toBe(2000);
+  });
+
   test("body over the buffering limit is blocked, not streamed with placeholders", () => {
     const r = run("POST / HTTP/1.1\r\nHost: api.test\r\nContent-Length: 100\r\n\r\n", [], ctx({ maxBufferedBody: 10 }));
     expect(r.stop?.reason).toContain("exceeds the 10-byte limit");

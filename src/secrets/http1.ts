@@ -12,6 +12,7 @@ export const MAX_HEADERS = 200;
 export const MAX_BUFFERED_BODY = 16 * 1024 * 1024;
 const MAX_CHUNK_LINE = 4096;
 const MAX_TRAILER_BYTES = 16 * 1024;
+export const MAX_LOGGED_REQUESTS = 512;
 
 export interface RequestContext {
   /** The TLS server name the guest asked for (or the destination IP when it sent none). */
@@ -79,7 +80,9 @@ const CRLF = Buffer.from("\r\n");
  * const { out, stop } = rw.push(chunk);
  */
 export class Http1RequestRewriter {
+  /** The most recent requests (at most MAX_LOGGED_REQUESTS); `dropped` older ones were let go. */
   readonly log: RequestLog[] = [];
+  dropped = 0;
   private state: State = { t: "head" };
   private q = new ByteQueue();
   /** Where the scan for the end of a head or trailer block resumes (start of its last line). */
@@ -313,6 +316,11 @@ export class Http1RequestRewriter {
     this.lastHead = head;
     this.lastHostOk = hostOk;
     this.lastHostShown = shown;
+    if (this.log.length >= MAX_LOGGED_REQUESTS) {
+      // A long keep-alive connection must not grow memory: keep the most recent half.
+      this.log.splice(0, MAX_LOGGED_REQUESTS / 2);
+      this.dropped += MAX_LOGGED_REQUESTS / 2;
+    }
     this.log.push({ method: head.method, host: shown.slice(0, 255), substituted: [] });
     const decide = this.decider(head);
 

@@ -5,7 +5,7 @@
 
 import * as http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
-import { hostMatches, type RequestLog, type Stop, substituteHeader } from "./http1.ts";
+import { hostMatches, MAX_LOGGED_REQUESTS, type RequestLog, type Stop, substituteHeader } from "./http1.ts";
 import { ResponseScrubber } from "./scrub.ts";
 import { type Decide, hostAllowed, type Secret, type SecretSet, StreamSubstituter, substitute } from "./substitute.ts";
 
@@ -62,6 +62,7 @@ function handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHt
   const method = String(headers[":method"] ?? "");
   const hostOk = authority !== "" && hostMatches(authority, ctx.serverName, ctx.port) && (headers.host === undefined || hostMatches(String(headers.host), ctx.serverName, ctx.port));
   const log: RequestLog = { method, host: authority.slice(0, 255), substituted: [] };
+  if (ctx.requests.length >= MAX_LOGGED_REQUESTS) ctx.requests.splice(0, MAX_LOGGED_REQUESTS / 2);
   ctx.requests.push(log);
   const decide: Decide = (s: Secret) => {
     let reason: string | undefined;

@@ -49,7 +49,7 @@ export interface Destination {
 export interface InterceptResult {
   mode: "intercepted" | "bypassed" | "refused";
   serverName?: string;
-  /** Requests seen, with the names (never values) of secrets put in. */
+  /** Requests seen (the most recent 512 of a flow), with the names (never values) of secrets put in. */
   requests: RequestLog[];
   /** Why the relay stopped a request (block/refuse), if it did. */
   stop?: Stop;
@@ -163,8 +163,9 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     }
   }
   function flushLogs() {
-    for (; logged < rewriter.log.length; logged++) {
-      const r = rewriter.log[logged]!;
+    for (; logged < rewriter.dropped + rewriter.log.length; logged++) {
+      const r = rewriter.log[logged - rewriter.dropped];
+      if (!r) continue; // let go before it could be logged (hundreds pipelined in one read)
       log(`https ${serverName} ${r.method} host=${r.host}${r.substituted.length ? ` secrets=${r.substituted.join(",")}` : ""}`);
     }
   }
