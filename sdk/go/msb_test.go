@@ -249,6 +249,18 @@ func TestSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("exec with input the command does not read", func(t *testing.T) {
+		big := bytes.Repeat([]byte("x"), 3<<20)
+		r, err := sb.Exec(within(t, 60*time.Second), []string{"true"}, &ExecOptions{Stdin: big})
+		if err != nil || r.ExitCode != 0 {
+			t.Errorf("true with unread input: %+v %v", r, err)
+		}
+		r, err = sb.Exec(within(t, 60*time.Second), []string{"head", "-c", "2"}, &ExecOptions{Stdin: big})
+		if err != nil || r.ExitCode != 0 || string(r.Stdout) != "xx" {
+			t.Errorf("head -c 2 with more input: %+v %v", r, err)
+		}
+	})
+
 	t.Run("exec timeout", func(t *testing.T) {
 		r, err := sb.Exec(within(t, 60*time.Second), []string{"sleep", "30"}, &ExecOptions{Timeout: 500 * time.Millisecond})
 		if err != nil {

@@ -160,8 +160,14 @@ func (s *Sandbox) Spawn(ctx context.Context, argv []string, opts *ExecOptions) (
 			err = p.CloseStdin()
 		}
 		if err != nil {
-			p.kill()
-			return nil, err
+			select {
+			case <-p.done:
+				// It exited without reading all its input (like `true`): not a failure of
+				// the spawn; Wait tells how it ended.
+			default:
+				p.kill()
+				return nil, err
+			}
 		}
 	}
 	return p, nil
