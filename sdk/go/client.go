@@ -327,7 +327,8 @@ func (c *Client) route(msg *message) {
 		p := c.procs[msg.Process]
 		if p == nil {
 			// The runtime answers spawn before it streams, but keep order even if it did not.
-			if len(c.early[msg.Process]) < 1024 {
+			queued, known := c.early[msg.Process]
+			if (known || len(c.early) < 64) && len(queued) < 1024 {
 				c.early[msg.Process] = append(c.early[msg.Process], msg)
 			}
 			c.mu.Unlock()
