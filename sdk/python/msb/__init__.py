@@ -34,6 +34,7 @@ __all__ = [
     "ExitStatus",
     "MsbError",
     "SandboxNotFound",
+    "PathNotFound",
     "ImageNotFound",
     "AlreadyExists",
     "NotRunning",
@@ -89,9 +90,17 @@ _ERRORS = {
 }
 
 
+class PathNotFound(MsbError):
+    """No such file or directory in the sandbox (code ``not_found`` for a path)."""
+
+
 def _error(body: Dict[str, Any]) -> MsbError:
     code = str(body.get("code", "internal"))
-    return _ERRORS.get(code, MsbError)(code, str(body.get("message", "")))
+    message = str(body.get("message", ""))
+    if code == "not_found" and not message.startswith("no sandbox"):
+        # The same code names a missing path or process; only a missing sandbox is SandboxNotFound.
+        return PathNotFound(code, message)
+    return _ERRORS.get(code, MsbError)(code, message)
 
 
 def _b64(data: Union[bytes, str]) -> str:

@@ -109,6 +109,9 @@ class SdkTest(unittest.TestCase):
         self.assertEqual([e["name"] for e in self.sandbox.fs.listdir("/tmp/a/b")], ["moved.bin"])
         self.sandbox.fs.remove("/tmp/a", recursive=True)
         self.assertFalse(self.sandbox.fs.exists("/tmp/a"))
+        with self.assertRaises(msb.PathNotFound) as missing:
+            self.sandbox.fs.read("/tmp/a/b/moved.bin")
+        self.assertIn("/tmp/a/b/moved.bin", str(missing.exception))
 
     def test_typed_errors(self):
         with self.assertRaises(msb.ImageNotFound) as missing_image:
