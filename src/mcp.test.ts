@@ -91,7 +91,7 @@ describe("msb mcp", () => {
     expect(missing.content[0]!.text).toContain("/no/such");
 
     const listed = await server.call("sandbox_list", {});
-    expect(listed.structuredContent).toEqual({ sandboxes: [{ name: "agent-box", status: "running", image: null, exitReason: null }] });
+    expect(listed.structuredContent).toEqual({ sandboxes: [{ name: "agent-box", status: "running", image: "msb.local/default:latest", exitReason: null }] });
 
     expect((await server.call("sandbox_stop", { name: "agent-box" })).isError).toBeUndefined();
     expect((await server.call("sandbox_remove", { name: "agent-box" })).isError).toBeUndefined();
