@@ -95,6 +95,10 @@ impl ProcShared {
         }
     }
 
+    fn ended(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).end.is_some()
+    }
+
     fn wait(&self) -> Result<ExitStatus> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -161,16 +165,25 @@ impl Process {
         Ok(())
     }
 
-    /// Ends the command's input (it reads end of file).
+    /// Ends the command's input (it reads end of file). Nothing to do once it has exited.
     pub fn close_stdin(&self) -> Result<()> {
-        self.inner.call("end", Value::object([("process", Value::from(self.id))]), Subject::PathOrProcess)?;
-        Ok(())
+        self.after_exit_ok(self.inner.call("end", Value::object([("process", Value::from(self.id))]), Subject::PathOrProcess))
     }
 
-    /// Sends a signal (1-64) to the command, e.g. 15 (SIGTERM) or 9 (SIGKILL).
+    /// Sends a signal (1-64) to the command, e.g. 15 (SIGTERM) or 9 (SIGKILL). Nothing to do once
+    /// it has exited (like `std::process::Child::kill`).
     pub fn signal(&self, signal: i32) -> Result<()> {
-        self.inner.call("signal", Value::object([("process", Value::from(self.id)), ("signal", Value::from(signal))]), Subject::PathOrProcess)?;
-        Ok(())
+        let params = Value::object([("process", Value::from(self.id)), ("signal", Value::from(signal))]);
+        self.after_exit_ok(self.inner.call("signal", params, Subject::PathOrProcess))
+    }
+
+    /// msb forgets a process once it has sent its exit, so a call racing the exit gets
+    /// `not_found`; the exit event precedes that reply on the wire, so `ended` is already true.
+    fn after_exit_ok(&self, reply: Result<Value>) -> Result<()> {
+        match reply {
+            Err(Error::NotFound { .. }) if self.shared.ended() => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Waits for the command to end. Output not yet read stays readable.

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use msb::{Client, ClientOptions, Error, ExecOptions, SandboxOptions, Value};
@@ -259,8 +259,15 @@ fn sandbox_end_to_end() {
         // A signal ends a spawned command.
         let process = sandbox.spawn(&["sleep", "60"], &ExecOptions::default()).expect("spawn");
         process.signal(9).expect("signal");
-        let status = within(Duration::from_secs(20), "wait after SIGKILL", move || process.wait());
-        assert_eq!(status.expect("wait").signal, Some(9));
+        let status = within(Duration::from_secs(20), "wait after SIGKILL", {
+            let process = Arc::new(process);
+            let p = process.clone();
+            move || (p.wait(), process)
+        });
+        assert_eq!(status.0.expect("wait").signal, Some(9));
+        // Once it has exited, ending its input or signalling it again is not an error.
+        status.1.signal(9).expect("signal after exit");
+        status.1.close_stdin().expect("close_stdin after exit");
 
         // Files: a round trip with every byte value, metadata, listing, rename, chmod, remove.
         let data: Vec<u8> = (0..=255u8).rev().cycle().take(300_000).collect();
