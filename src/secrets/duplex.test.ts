@@ -65,6 +65,19 @@ describe("interceptTls over in-memory Duplex streams", () => {
     expect(result.stop?.reason).toBe("secret TOKEN is not allowed for host evil.test");
   });
 
+  test("a guest reset while the relay dials upstream resolves the flow without an unhandled error", async () => {
+    const [guestEnd, relayEnd] = duplexPair();
+    // The "intercepted" line is logged just before the relay waits for the upstream handshake
+    // (the guest offers h2): the guest side fails right then (the netstack reporting an RST).
+    const policy = { ...rig.policy, log: (l: string) => l.endsWith(": intercepted") && relayEnd.destroy(new Error("connection reset by guest")) };
+    const done = interceptTls(relayEnd, { ip: UPSTREAM_IP, port: rig.port }, policy);
+    const c = tls.connect({ socket: guestEnd, servername: "api.test", ALPNProtocols: ["h2", "http/1.1"], rejectUnauthorized: false });
+    c.on("error", () => {});
+    const result = await Promise.race([done, Bun.sleep(8000).then(() => "hung" as const)]);
+    expect(result).not.toBe("hung");
+    c.destroy();
+  });
+
   test("a guest that never sends a ClientHello is dropped after the timeout", async () => {
     const [guestEnd, relayEnd] = duplexPair();
     const t = performance.now();

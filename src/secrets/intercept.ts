@@ -77,6 +77,9 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     guest.destroy();
     return { mode: "refused", requests: [], error: first.error };
   }
+  // From here until the relay has its own handlers, a guest reset must not become an unhandled
+  // 'error' event (which would take the supervisor down); the close that follows is handled.
+  guest.on("error", () => {});
   const serverName = first.hello.serverName ?? dest.ip;
   if (policy.bypass && hostAllowed(policy.bypass, serverName)) {
     log(`tls ${where} ${serverName}: bypass (relayed opaquely)`);
@@ -105,6 +108,7 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     ca: [...tls.rootCertificates, ...(policy.extraCa ?? [])],
     ALPNProtocols: wantH2 ? ["h2", "http/1.1"] : ["http/1.1"],
   });
+  up.on("error", () => {}); // reported through the handlers below; never unhandled
   // Handshakes and request heads are small writes: Nagle would hold them for delayed ACKs.
   up.setNoDelay(true);
   up.setTimeout(policy.upstreamTimeoutMs ?? UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error("upstream TLS handshake timed out")));
@@ -342,6 +346,8 @@ function replay(src: Duplex, first: Buffer): Duplex {
   src.once("close", () => {
     if (!d.destroyed) d.destroy();
   });
+  // The guest may already be gone (reset while the relay was busy): then so is this stream.
+  if (src.destroyed) queueMicrotask(() => d.destroy());
   return d;
 }
 
