@@ -87,6 +87,9 @@ macro_rules! require_msb {
     () => {
         match msb_binary() {
             Ok(path) => path,
+            // libtest has no run-time skip: the test passes, saying so. CI sets MSB_E2E_REQUIRED
+            // so that a missing binary fails instead.
+            Err(reason) if std::env::var_os("MSB_E2E_REQUIRED").is_some() => panic!("MSB_E2E_REQUIRED is set but {reason}"),
             Err(reason) => {
                 eprintln!("SKIPPED: {reason}");
                 return;
