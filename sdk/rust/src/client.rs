@@ -177,7 +177,7 @@ impl Inner {
         }
     }
 
-    fn dispatch(&self, message: Value) {
+    fn dispatch(&self, mut message: Value) {
         if let Some(id) = message.get("id") {
             let Some(id) = id.as_u64() else {
                 return; // an error about a line we could not have sent (id null); nothing waits for it
@@ -186,7 +186,8 @@ impl Inner {
             let Some(waiter) = state.pending.remove(&id) else { return };
             let reply = match (message.get("error"), message.get("result")) {
                 (Some(error), _) => Err(api_error(error, waiter.subject)),
-                (None, Some(result)) => Ok(result.clone()),
+                // Moved, not copied: a file's contents can be hundreds of MiB.
+                (None, Some(_)) => Ok(message.take("result").unwrap_or(Value::Null)),
                 (None, None) => Err(Error::protocol(format!("reply {id} has neither result nor error"))),
             };
             if let (Ok(result), Some(process)) = (&reply, waiter.process) {

@@ -48,6 +48,17 @@ impl Value {
         }
     }
 
+    /// Moves the member `key` out of an object (the last one if repeated), leaving the rest.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        match self {
+            Value::Object(pairs) => {
+                let at = pairs.iter().rposition(|(k, _)| k == key)?;
+                Some(pairs.swap_remove(at).1)
+            }
+            _ => None,
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -556,5 +567,10 @@ mod tests {
     #[test]
     fn repeated_keys_take_the_last() {
         assert_eq!(p(r#"{"a":1,"a":2}"#).unwrap().get("a"), Some(&Value::Number(2.0)));
+        let mut v = p(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(v.take("a"), Some(Value::Number(3.0)));
+        assert_eq!(v.take("b"), Some(Value::Number(2.0)));
+        assert_eq!(v.take("b"), None);
+        assert_eq!(Value::Null.take("a"), None);
     }
 }
