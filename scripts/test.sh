@@ -23,6 +23,6 @@ if [ -d sdk/go ]; then
 fi
 if [ -d sdk/rust ]; then
   echo "==> cargo test (sdk/rust)"
-  (cd sdk/rust && MSB_BIN="$root/dist/msb" cargo test --release -- --test-threads=1 2>&1) || status=1
+  (cd sdk/rust && MSB_E2E_REQUIRED=1 MSB_BIN="$root/dist/msb" cargo test --release -- --test-threads=1 2>&1) || status=1
 fi
 exit $status
