@@ -5,12 +5,14 @@ import type { Secret } from "./substitute.ts";
 const TOKEN = "sk-live-REALTOKEN-7c1d0a";
 const PASS = "hunter2-REALPASS";
 const BODYKEY = "REALBODYKEY-0123456789abcdef";
+const QKEY = "REAL q&key/9";
 const SECRETS: Secret[] = [
   { name: "TOKEN", value: TOKEN, allow: ["api.test"] },
   { name: "PASS", value: PASS, allow: ["api.test"] },
   { name: "BODYKEY", value: BODYKEY, allow: ["api.test"], body: true },
+  { name: "QKEY", value: QKEY, allow: ["api.test"], query: true },
 ];
-const VALUES = [TOKEN, PASS, BODYKEY];
+const VALUES = [TOKEN, PASS, BODYKEY, QKEY];
 
 let rig: Rig;
 beforeAll(async () => {
@@ -117,6 +119,25 @@ describe("TLS interception with real clients", () => {
     expect(r.err).toBe("");
     expect(JSON.parse(r.out).headers["x-k"]).toBe("$MSB_TOKEN");
     expect(await waitForResult(rig, (x) => x.mode === "bypassed" && x.serverName === "bypass.test")).toBe(true);
+  });
+
+  test("curl: query placeholder (raw and percent-encoded) for a secret that asks for it", async () => {
+    const r = await curl("api.test", "/q?k=$MSB_QKEY&p=%24MSB_QKEY&t=$MSB_TOKEN");
+    expect(r.err).toBe("");
+    const enc = encodeURIComponent(QKEY);
+    expect(lastSeen().path).toBe(`/q?k=${enc}&p=${enc}&t=$MSB_TOKEN`);
+  });
+
+  test("curl: destination not resolved by this sandbox for the name: blocked", async () => {
+    const saved = rig.policy.resolvedFor;
+    rig.policy.resolvedFor = () => false;
+    try {
+      const r = await curl("api.test", "/pin", ["-H", "X-K: $MSB_TOKEN", "-w", "%{http_code}"]);
+      expect(r.out).toContain("msb: blocked: secret TOKEN: destination address was not resolved by this sandbox for api.test");
+      expect(r.out.endsWith("403")).toBe(true);
+    } finally {
+      rig.policy.resolvedFor = saved;
+    }
   });
 
   test("python urllib: header substitution and masked echo", async () => {
