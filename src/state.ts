@@ -72,17 +72,28 @@ const MIGRATIONS: readonly string[] = [
      created_at TEXT NOT NULL,
      labels TEXT NOT NULL DEFAULT '{}'
    );`,
+  // The image store's index: image records by manifest digest, and the references naming them.
+  // The layer files themselves stay content-addressed files under images/layers.
+  `CREATE TABLE images (
+     id TEXT PRIMARY KEY,
+     record TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE image_refs (
+     ref TEXT PRIMARY KEY,
+     id TEXT NOT NULL
+   );
+   CREATE INDEX image_refs_by_id ON image_refs (id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-let opened: { home: string; db: Database } | undefined;
+const opened = new Map<string, Database>();
 
-/** The state database of the current MSB_HOME, created and migrated on first use. */
-export function stateDb(): Database {
-  const home = msbHome();
-  if (opened?.home === home) return opened.db;
-  opened?.db.close();
+/** The state database of an MSB_HOME (default: the current one), created and migrated on first use. */
+export function stateDb(home = msbHome()): Database {
+  const cached = opened.get(home);
+  if (cached) return cached;
   mkdirSync(home, { recursive: true, mode: 0o700 });
   const path = join(home, "state.db");
   let db: Database;
@@ -97,7 +108,7 @@ export function stateDb(): Database {
     if (cause instanceof MsbError) throw cause;
     throw new MsbError("corrupt_state", `cannot open msb's state database ${path}: ${(cause as Error).message}`, { cause });
   }
-  opened = { home, db };
+  opened.set(home, db);
   return db;
 }
 

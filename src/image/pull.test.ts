@@ -50,10 +50,10 @@ function home(): string {
 /** Everything in the published cache (not tmp/), with hashes, to prove nothing changed. */
 function snapshot(store: ImageStore): string {
   const out: string[] = [];
-  for (const sub of ["layers", "records", "refs"]) {
-    const dir = join(store.root, sub);
-    for (const f of readdirSync(dir).sort()) out.push(`${sub}/${f}:${sha256Hex(readFileSync(join(dir, f)))}`);
-  }
+  const dir = join(store.root, "layers");
+  for (const f of readdirSync(dir).sort()) out.push(`layers/${f}:${sha256Hex(readFileSync(join(dir, f)))}`);
+  // The index (image records and references) lives in the state database.
+  for (const image of store.list()) out.push(`image ${image.id} ${image.references.join(",")} ${sha256Hex(JSON.stringify(store.record(image.id)))}`);
   return out.join("\n");
 }
 

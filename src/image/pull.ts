@@ -133,7 +133,7 @@ async function pullFrom(client: RegistryClient, ref: ImageRef, name: string, sto
   const id = m.digest;
   const refs = [ref.digest ? { ...ref, tag: undefined } : ref];
 
-  if (existsSync(join(store.recordsDir, `${id.slice(7)}.json`))) {
+  if (store.hasRecord(id)) {
     const rec = store.record(id);
     if (rec.layers.every((l) => store.hasLayer(l.diffId))) {
       store.publish(rec, new Map(), refs);
@@ -177,7 +177,7 @@ async function pullLayers(client: RegistryClient, store: ImageStore, name: strin
 
   opts.onProgress?.({ kind: "resolved", image: name, id, layers: layers.length, totalBytes: layers.reduce((s, l) => s + l.size, 0) });
   const staging = await openStagingWaiting(store, id, name);
-  if (existsSync(join(store.recordsDir, `${id.slice(7)}.json`))) {
+  if (store.hasRecord(id)) {
     // Another msb finished this very image while we waited for it.
     const rec = store.record(id);
     if (rec.layers.every((l) => store.hasLayer(l.diffId))) {

@@ -4,8 +4,9 @@
 // or not at all, and a failed pull leaves the published cache as it was.
 //
 //   images/layers/<hex>.erofs       EROFS of the layer whose diff_id is sha256:<hex> (mode 0444)
-//   images/records/<hex>.json       ImageRecord for manifest digest sha256:<hex>
-//   images/refs/<encoded ref>       the manifest digest a reference points at
+//   state.db tables images, image_refs  ImageRecord by manifest digest, and the references to it
+//                                       (SQLite, src/state.ts; earlier stores' records/ and refs/
+//                                       files are moved in on first open)
 //   images/flat/<hex>.erofs         all layers of image sha256:<hex> merged into one (made on first
 //                                   use when an image has more layers than a VM has disks; flatten.ts)
 //   images/flat/<hex>.json          what it was made from (diff_ids, formats) and its checksum
@@ -15,7 +16,9 @@ import {
   chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import type { Database } from "bun:sqlite";
 import { msbHome } from "../paths.ts";
+import { stateDb } from "../state.ts";
 import { ImageError } from "./errors.ts";
 import { formatReference, isDigest, parseReference, type ImageRef } from "./reference.ts";
 import { parseImageUser, type ResolvedUser } from "./user.ts";
@@ -98,19 +101,57 @@ const hexOf = (digest: string) => {
 export class ImageStore {
   readonly root: string;
   readonly layersDir: string;
-  readonly recordsDir: string;
-  readonly refsDir: string;
   readonly tmpDir: string;
   readonly flatDir: string;
+  private readonly db: Database;
 
   constructor(home = msbHome()) {
     this.root = join(home, "images");
     this.layersDir = join(this.root, "layers");
-    this.recordsDir = join(this.root, "records");
-    this.refsDir = join(this.root, "refs");
     this.tmpDir = join(this.root, "tmp");
     this.flatDir = join(this.root, "flat");
-    for (const d of [this.layersDir, this.recordsDir, this.refsDir, this.tmpDir, this.flatDir]) mkdirSync(d, { recursive: true });
+    for (const d of [this.layersDir, this.tmpDir, this.flatDir]) mkdirSync(d, { recursive: true });
+    this.db = stateDb(home);
+    this.adoptFileIndex();
+  }
+
+  /** Moves an index kept in files by earlier versions (records/, refs/) into the database, once. */
+  private adoptFileIndex(): void {
+    const recordsDir = join(this.root, "records");
+    const refsDir = join(this.root, "refs");
+    if (!existsSync(recordsDir) && !existsSync(refsDir)) return;
+    this.withLock(() => {
+      this.db.transaction(() => {
+        if (existsSync(recordsDir)) {
+          for (const f of readdirSync(recordsDir)) {
+            if (!f.endsWith(".json")) continue;
+            const record = JSON.parse(readFileSync(join(recordsDir, f), "utf8")) as ImageRecord;
+            this.insertRecord(record);
+          }
+        }
+        if (existsSync(refsDir)) {
+          for (const f of readdirSync(refsDir)) {
+            if (f.endsWith(".tmp")) continue;
+            this.db.query(`INSERT OR REPLACE INTO image_refs (ref, id) VALUES (?, ?)`).run(decodeURIComponent(f), readFileSync(join(refsDir, f), "utf8").trim());
+          }
+        }
+      }).immediate();
+      rmSync(recordsDir, { recursive: true, force: true });
+      rmSync(refsDir, { recursive: true, force: true });
+    });
+  }
+
+  private insertRecord(record: ImageRecord): void {
+    this.db.query(`INSERT OR IGNORE INTO images (id, record, created_at) VALUES (?, ?, ?)`).run(record.id, JSON.stringify(record), record.createdAt);
+  }
+
+  /** Whether the store has a record for image `id` (a full sha256 digest). */
+  hasRecord(id: string): boolean {
+    return this.db.query(`SELECT 1 FROM images WHERE id = ?`).get(id) !== null;
+  }
+
+  private recordIds(): string[] {
+    return (this.db.query(`SELECT id FROM images`).all() as { id: string }[]).map((r) => r.id);
   }
 
   /** Where the flattened form of image `id` lives (see flatten.ts). */
@@ -174,18 +215,16 @@ export class ImageStore {
         chmodSync(src, 0o444);
         renameSync(src, dst);
       }
-      const path = join(this.recordsDir, `${hexOf(record.id)}.json`);
-      if (!existsSync(path)) atomicWrite(path, JSON.stringify(record, null, 1));
-      for (const ref of refs) this.setRef(ref, record.id);
+      // Record and references in one transaction: a reader sees both or neither.
+      this.db.transaction(() => {
+        this.insertRecord(record);
+        for (const ref of refs) this.setRef(ref, record.id);
+      }).immediate();
     });
   }
 
-  private refPath(ref: ImageRef): string {
-    return join(this.refsDir, encodeURIComponent(formatReference(ref)));
-  }
-
   setRef(ref: ImageRef, id: string): void {
-    atomicWrite(this.refPath(ref), id + "\n");
+    this.db.query(`INSERT OR REPLACE INTO image_refs (ref, id) VALUES (?, ?)`).run(formatReference(ref), id);
   }
 
   /** The image id for a reference (tag, digest reference, or an id/prefix of one). */
@@ -198,26 +237,23 @@ export class ImageStore {
     } catch {
       return undefined;
     }
-    const p = this.refPath(ref);
-    if (existsSync(p)) {
-      const id = readFileSync(p, "utf8").trim();
-      if (existsSync(join(this.recordsDir, `${hexOf(id)}.json`))) return id;
-    }
-    if (ref.digest && existsSync(join(this.recordsDir, `${hexOf(ref.digest)}.json`))) return ref.digest;
+    const row = this.db.query(`SELECT id FROM image_refs WHERE ref = ?`).get(formatReference(ref)) as { id: string } | null;
+    if (row && this.hasRecord(row.id)) return row.id;
+    if (ref.digest && this.hasRecord(ref.digest)) return ref.digest;
     return undefined;
   }
 
   private findById(input: string): string | undefined {
     const hex = input.replace(/^sha256:/, "");
     if (!/^[a-f0-9]{12,64}$/.test(hex)) return undefined;
-    const matches = readdirSync(this.recordsDir).filter((f) => f.endsWith(".json") && f.startsWith(hex));
-    return matches.length === 1 ? `sha256:${matches[0]!.slice(0, -5)}` : undefined;
+    const matches = this.db.query(`SELECT id FROM images WHERE id LIKE ? LIMIT 2`).all(`sha256:${hex}%`) as { id: string }[];
+    return matches.length === 1 ? matches[0]!.id : undefined;
   }
 
   record(id: string): ImageRecord {
-    const p = join(this.recordsDir, `${hexOf(id)}.json`);
-    if (!existsSync(p)) throw new ImageError("NOT_IN_STORE", `image ${id} is not in the local store`);
-    return JSON.parse(readFileSync(p, "utf8"));
+    const row = this.db.query(`SELECT record FROM images WHERE id = ?`).get(id) as { record: string } | null;
+    if (!row) throw new ImageError("NOT_IN_STORE", `image ${id} is not in the local store`);
+    return JSON.parse(row.record);
   }
 
   /** Record for a reference or id, with an error that says how to get it. */
@@ -229,11 +265,9 @@ export class ImageStore {
 
   references(): Map<string, string[]> {
     const out = new Map<string, string[]>();
-    for (const f of readdirSync(this.refsDir)) {
-      if (/\.\d+\.[a-z0-9]+\.tmp$/.test(f)) continue;
-      const id = readFileSync(join(this.refsDir, f), "utf8").trim();
+    for (const { ref, id } of this.db.query(`SELECT ref, id FROM image_refs`).all() as { ref: string; id: string }[]) {
       const list = out.get(id) ?? [];
-      list.push(decodeURIComponent(f));
+      list.push(ref);
       out.set(id, list);
     }
     return out;
@@ -242,9 +276,8 @@ export class ImageStore {
   list(): ImageSummary[] {
     const refs = this.references();
     const out: ImageSummary[] = [];
-    for (const f of readdirSync(this.recordsDir)) {
-      if (!f.endsWith(".json")) continue;
-      const rec: ImageRecord = JSON.parse(readFileSync(join(this.recordsDir, f), "utf8"));
+    for (const { record } of this.db.query(`SELECT record FROM images`).all() as { record: string }[]) {
+      const rec: ImageRecord = JSON.parse(record);
       out.push({
         id: rec.id,
         references: (refs.get(rec.id) ?? []).sort(),
@@ -307,12 +340,12 @@ export class ImageStore {
       if (lastRef && opts.inUse?.(id) && !opts.force)
         throw new ImageError("IN_USE", `image ${input} (${id}) is used by a sandbox; remove the sandbox first, or force to untag it only`);
       for (const r of target) {
-        rmSync(join(this.refsDir, encodeURIComponent(r)), { force: true });
+        this.db.query(`DELETE FROM image_refs WHERE ref = ?`).run(r);
         untagged.push(r);
       }
       const deleted: string[] = [];
       if ((this.references().get(id) ?? []).length === 0 && !opts.inUse?.(id)) {
-        rmSync(join(this.recordsDir, `${hexOf(id)}.json`), { force: true });
+        this.db.query(`DELETE FROM images WHERE id = ?`).run(id);
         deleted.push(id);
         deleted.push(...this.removeUnusedLayers());
       }
@@ -325,10 +358,9 @@ export class ImageStore {
     return this.withLock(() => {
       const refs = this.references();
       const images: string[] = [];
-      for (const f of readdirSync(this.recordsDir)) {
-        const id = `sha256:${f.replace(/\.json$/, "")}`;
+      for (const id of this.recordIds()) {
         if (!refs.has(id) && !opts.inUse?.(id)) {
-          rmSync(join(this.recordsDir, f), { force: true });
+          this.db.query(`DELETE FROM images WHERE id = ?`).run(id);
           images.push(id);
         }
       }
@@ -347,15 +379,15 @@ export class ImageStore {
 
   private removeUnusedLayers(): string[] {
     const used = new Set<string>();
-    for (const f of readdirSync(this.recordsDir)) {
-      const rec: ImageRecord = JSON.parse(readFileSync(join(this.recordsDir, f), "utf8"));
-      for (const l of rec.layers) used.add(`${hexOf(l.diffId)}.erofs`);
+    for (const id of this.recordIds()) {
+      for (const l of this.record(id).layers) used.add(`${hexOf(l.diffId)}.erofs`);
     }
+    const recorded = new Set(this.recordIds().map(hexOf));
     const removed: string[] = [];
     // Flattened images go with their record.
     for (const f of readdirSync(this.flatDir)) {
       const hex = f.replace(/\.(erofs|json)$/, "");
-      if (!existsSync(join(this.recordsDir, `${hex}.json`))) rmSync(join(this.flatDir, f), { force: true });
+      if (!recorded.has(hex)) rmSync(join(this.flatDir, f), { force: true });
     }
     for (const f of readdirSync(this.layersDir)) {
       if (!used.has(f)) {
