@@ -34,14 +34,33 @@ export function checkFlags(own: string[], args: ArgsDef, commandName: string): v
   }
 }
 
-/** A repeatable flag's values: citty gives one value as a string, several as an array. */
-export function listOf(value: unknown): string[] {
-  return value === undefined ? [] : (Array.isArray(value) ? value : [value]).map(String);
+/**
+ * Every value of a repeatable string flag, read from the raw arguments: citty keeps only the
+ * last of `-v a -v b`.
+ */
+export function flagValues(own: string[], names: string[]): string[] {
+  const values: string[] = [];
+  for (let i = 0; i < own.length; i++) {
+    const arg = own[i]!;
+    for (const name of names) {
+      const flag = name.length === 1 ? `-${name}` : `--${name}`;
+      if (arg === flag && i + 1 < own.length) values.push(own[++i]!);
+      else if (arg.startsWith(`${flag}=`)) values.push(arg.slice(flag.length + 1));
+    }
+  }
+  return values;
 }
 
-export function parseEnv(values: unknown): Record<string, string> {
+/** Every value of the repeatable flag `key` of `args` (by its name or aliases) in the raw flags. */
+export function repeated(own: string[], args: ArgsDef, key: string): string[] {
+  const def = args[key];
+  const aliases = def && "alias" in def && def.alias ? (Array.isArray(def.alias) ? def.alias : [def.alias]) : [];
+  return flagValues(own, [key, ...aliases]);
+}
+
+export function parseEnv(values: string[]): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const item of listOf(values)) {
+  for (const item of values) {
     const text = String(item);
     const eq = text.indexOf("=");
     if (eq <= 0) throw new MsbError("usage", `-e expects NAME=VALUE, got "${text}"`);

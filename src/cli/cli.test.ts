@@ -32,6 +32,12 @@ describe("argument handling", () => {
     expect(() => checkFlags(["--memroy", "256"], args, "run")).toThrow(/unknown option --memroy for `msb run`/);
   });
 
+  test("repeatable flags keep every value (citty alone keeps only the last)", () => {
+    const run = msb(["run", "-q", "--backend", "qemu", "-e", "A=1", "-e", "B=2", "--env=C=3", "--", "sh", "-c", "echo $A $B $C"]);
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toBe("1 2 3\n");
+  });
+
   test("--version and --help", () => {
     expect(msb(["--version"]).stdout.trim()).toBe(VERSION);
     const help = msb(["--help"]);
@@ -120,7 +126,7 @@ describe("msb run", () => {
       const native = checks.find((c) => c.name === "native VMM")!;
       expect(native.ok).toBe(true);
       expect(native.detail).toStartWith(join(cache, "assets", "libmsbvmm"));
-      expect(native.detail).toContain("ABI 1");
+      expect(native.detail).toContain("ABI 2");
       const guest = checks.find((c) => c.name === "guest")!;
       expect(guest.detail).toContain(join(cache, "assets", "vmlinux"));
       expect(result.code).toBe(0);

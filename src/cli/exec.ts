@@ -4,7 +4,7 @@
 import { defineCommand, parseArgs, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
 import { Sandbox } from "../sandbox";
-import { checkFlags, parseEnv, splitCommand } from "./args";
+import { checkFlags, parseEnv, repeated, splitCommand } from "./args";
 import { streamCommand, wantsTerminal } from "./run";
 import { runOnTerminal } from "./terminal";
 import { parseDuration } from "./options";
@@ -43,7 +43,7 @@ export const exec = defineCommand({
     if (command.length === 0) throw new MsbError("usage", "msb exec needs a command after --, e.g. msb exec NAME -- ls /");
     const sandbox = await Sandbox.get(args._[0]!);
     const options = {
-      env: parseEnv(args.env),
+      env: parseEnv(repeated(own, execArgs, "env")),
       cwd: args.workdir as string | undefined,
       user: args.user as string | undefined,
       timeoutMs: args.timeout === undefined ? undefined : parseDuration(args.timeout, "--timeout")! * 1000,

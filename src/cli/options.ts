@@ -6,7 +6,8 @@ import { resolve } from "node:path";
 import type { ArgsDef } from "citty";
 import { parseSandboxOptions, type SandboxOptions } from "../config";
 import { MsbError } from "../errors";
-import { listOf, parseEnv, parsePositiveInt } from "./args";
+import { parseEnv, parsePositiveInt, repeated } from "./args";
+import { volumeArgs, withVolumeFlags } from "./volume";
 
 export const sandboxArgs = {
   name: { type: "string", description: "Name the sandbox (msb run: kept, stopped, after the command; default: a random name, removed)" },
@@ -30,6 +31,7 @@ export const sandboxArgs = {
   pull: { type: "string", description: "Pull policy: always, if-missing (default) or never" },
   insecure: { type: "boolean", description: "Allow a plain-HTTP registry" },
   quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice or pull progress" },
+  ...volumeArgs,
 } satisfies ArgsDef;
 
 type Parsed = Record<string, unknown>;
@@ -50,9 +52,9 @@ export function parseDuration(value: unknown, flag: string): number | undefined 
   return seconds;
 }
 
-function parseLabels(values: unknown): Record<string, string> {
+function parseLabels(values: string[]): Record<string, string> {
   const labels: Record<string, string> = {};
-  for (const text of listOf(values)) {
+  for (const text of values) {
     const eq = text.indexOf("=");
     if (eq <= 0) throw new MsbError("usage", `--label expects KEY=VALUE, got "${text}"`);
     labels[text.slice(0, eq)] = text.slice(eq + 1);
@@ -82,8 +84,11 @@ export function readConfigFile(path: string): SandboxOptions {
   return data as SandboxOptions;
 }
 
-/** The SDK options the shared flags (and --config) describe; flags win over the file. */
-export function sandboxOptionsFrom(args: Parsed, image: string | undefined): SandboxOptions {
+/**
+ * The SDK options the shared flags (and --config) describe; flags win over the file. `own` is the
+ * raw flags: repeatable flags are read from it, since citty keeps only the last `-e`.
+ */
+export function sandboxOptionsFrom(args: Parsed, image: string | undefined, own: string[]): SandboxOptions {
   const file: SandboxOptions = typeof args.config === "string" ? readConfigFile(args.config) : {};
   const flags: SandboxOptions = {
     image,
@@ -102,16 +107,16 @@ export function sandboxOptionsFrom(args: Parsed, image: string | undefined): San
   };
   const options: SandboxOptions = { ...file };
   for (const [key, value] of Object.entries(flags)) if (value !== undefined) (options as Parsed)[key] = value;
-  const env = parseEnv(args.env);
+  const env = parseEnv(repeated(own, sandboxArgs, "env"));
   if (Object.keys(env).length > 0) options.env = { ...file.env, ...env };
-  const labels = parseLabels(args.label);
+  const labels = parseLabels(repeated(own, sandboxArgs, "label"));
   if (Object.keys(labels).length > 0) options.labels = { ...file.labels, ...labels };
   // Rule strings are checked by the config schema (parseSandboxOptions), which names the bad one.
-  const allow = listOf(args.allow);
+  const allow = repeated(own, sandboxArgs, "allow");
   if (allow.length > 0) options.allow = [...(file.allow ?? []), ...allow];
-  const deny = listOf(args.deny);
+  const deny = repeated(own, sandboxArgs, "deny");
   if (deny.length > 0) options.deny = [...(file.deny ?? []), ...deny];
-  const ports = listOf(args.publish);
+  const ports = repeated(own, sandboxArgs, "publish");
   if (ports.length > 0) options.ports = [...(file.ports ?? []), ...ports];
-  return options;
+  return withVolumeFlags(options, own);
 }

@@ -9,7 +9,6 @@ import { commandFor, progressBars } from "../image";
 import { sandboxArgs, sandboxOptionsFrom } from "./options";
 import { isInteractiveTerminal, runOnTerminal } from "./terminal";
 import { askSupervisor } from "../lifecycle";
-import { volumeArgs, withVolumeFlags } from "./volume";
 
 /** --tty / --no-tty / auto: a terminal when both ends are one. */
 export function wantsTerminal(flag: unknown): boolean {
@@ -31,7 +30,6 @@ const runArgs = {
     description: "Give the command a terminal (default when stdin and stdout are one; --no-tty for pipes). Ctrl-P Ctrl-Q detaches",
   },
   ...sandboxArgs,
-  ...volumeArgs,
 } satisfies ArgsDef;
 
 export const run = defineCommand({
@@ -45,7 +43,7 @@ export const run = defineCommand({
     const positionals = args._;
     if (positionals.length > 1) throw new MsbError("usage", `unexpected argument "${positionals[1]}"; put the command after --, e.g. msb run -- echo hi`);
     const image = positionals[0];
-    const options = withVolumeFlags(sandboxOptionsFrom(args, image ?? undefined), own);
+    const options = sandboxOptionsFrom(args, image ?? undefined, own);
     const hooks = { onPullProgress: options.image && !args.quiet ? progressBars() : undefined, replace: Boolean(args.replace) };
 
     if (args.detach) {

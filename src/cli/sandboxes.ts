@@ -7,7 +7,7 @@ import { isLive, killSandbox, stopSandbox } from "../lifecycle";
 import { progressBars } from "../image";
 import { Sandbox, defineSandbox, sandboxInfo, type SandboxInfo } from "../sandbox";
 import { getSandboxRecord } from "../state";
-import { checkFlags, listOf, positionals } from "./args";
+import { checkFlags, positionals, repeated } from "./args";
 import { parseDuration, sandboxArgs, sandboxOptionsFrom } from "./options";
 
 const createArgs = {
@@ -22,7 +22,7 @@ export const create = defineCommand({
     checkFlags(rawArgs, createArgs, "create");
     const args = parseArgs(rawArgs, createArgs);
     if (args._.length > 1) throw new MsbError("usage", `msb create takes one image, got "${args._.join(" ")}"`);
-    const options = sandboxOptionsFrom(args, args._[0]);
+    const options = sandboxOptionsFrom(args, args._[0], rawArgs);
     const record = await defineSandbox(
       { ...options, detached: true },
       { onPullProgress: options.image && !args.quiet ? progressBars() : undefined, replace: Boolean(args.replace), ephemeral: false },
@@ -180,9 +180,9 @@ function listCommand(name: "ls" | "ps", description: string, runningOnly: boolea
     args: lsArgs,
     async run({ rawArgs, args }) {
       checkFlags(rawArgs, lsArgs, name);
-      const extra = rawArgs.filter((arg) => !arg.startsWith("-") && !listOf(args.label).includes(arg));
+      const filters = repeated(rawArgs, lsArgs, "label");
+      const extra = rawArgs.filter((arg) => !arg.startsWith("-") && !filters.includes(arg));
       if (extra.length > 0) throw new MsbError("usage", `msb ${name} takes no arguments, got "${extra.join(" ")}"`);
-      const filters = listOf(args.label);
       const all = await Sandbox.list();
       const shown = all.filter((info) => (!runningOnly || args.all || isLive(info)) && matchesLabels(info, filters));
       if (args.json) {

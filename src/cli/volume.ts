@@ -4,7 +4,7 @@
 import { defineCommand, type ArgsDef } from "citty";
 import type { SandboxOptions } from "../config";
 import { createVolume, inspectVolume, listVolumes, parseTmpfsFlag, parseVolumeFlag, removeVolume } from "../volumes";
-import { checkFlags, positionals } from "./args";
+import { checkFlags, flagValues, positionals } from "./args";
 
 /** Flags for commands that create a sandbox. */
 export const volumeArgs = {
@@ -16,23 +16,6 @@ export const volumeArgs = {
   },
   tmpfs: { type: "string", description: "Mount a private tmpfs, GUEST_PATH[:SIZE] e.g. /scratch:256m (repeatable)" },
 } satisfies ArgsDef;
-
-/**
- * Every value of a repeatable string flag, read from the raw arguments: citty keeps only the
- * last of `-v a -v b`.
- */
-export function flagValues(own: string[], names: string[]): string[] {
-  const values: string[] = [];
-  for (let i = 0; i < own.length; i++) {
-    const arg = own[i]!;
-    for (const name of names) {
-      const flag = name.length === 1 ? `-${name}` : `--${name}`;
-      if (arg === flag && i + 1 < own.length) values.push(own[++i]!);
-      else if (arg.startsWith(`${flag}=`)) values.push(arg.slice(flag.length + 1));
-    }
-  }
-  return values;
-}
 
 /** Adds the -v/--tmpfs mounts in `own` (the raw flags) to `options`, after any from a config file. */
 export function withVolumeFlags(options: SandboxOptions, own: string[]): SandboxOptions {
