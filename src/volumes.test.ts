@@ -9,7 +9,9 @@ import { Sandbox } from "./sandbox";
 import { e2eBackends, removeHome, useTempHome } from "./testing";
 import { createVolume, guestMounts, inspectVolume, listVolumes, parseTmpfsFlag, parseVolumeFlag, removeVolume, volumeUsers } from "./volumes";
 import { parseSandboxOptions } from "./config";
-import { flagValues, withVolumeFlags } from "./cli/volume";
+import { withVolumeFlags } from "./cli/volume";
+import { flagValues } from "./cli/args";
+import { stateDb } from "./state";
 
 const home = useTempHome();
 const work = mkdtempSync(join(tmpdir(), "msb-volumes-"));
@@ -92,10 +94,13 @@ describe("volume options", () => {
     expect(() => createVolume("bookkeeping")).toThrow("already exists");
     expect(() => createVolume("../escape")).toThrow("not valid");
     expect(listVolumes().map((x) => x.name)).toContain("bookkeeping");
+    // Recorded in the state database's volumes table.
+    expect(stateDb().query("SELECT name FROM volumes WHERE name = 'bookkeeping'").get()).toEqual({ name: "bookkeeping" });
     const users = () => [["sb1", [{ source: "bookkeeping", target: "/a", readonly: false }]], ["sb2", []]] as [string, never[]][];
     expect(volumeUsers("bookkeeping", users)).toEqual(["sb1"]);
     removeVolume("bookkeeping");
     expect(() => inspectVolume("bookkeeping")).toThrow("no volume named bookkeeping");
+    expect(stateDb().query("SELECT name FROM volumes WHERE name = 'bookkeeping'").get()).toBeNull();
   });
 });
 

@@ -3,7 +3,7 @@
 // the agent's INIT.mounts. Host paths are made absolute when the options are parsed (at create
 // time) and never re-resolved.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
@@ -126,37 +126,53 @@ function defaultSandboxVolumes(): Iterable<[string, Volume[]]> {
   return listSandboxRecords().map((r) => [r.name, ((r.config as { volumes?: Volume[] }).volumes ?? [])] as [string, Volume[]]);
 }
 
+/** The volumes table of the state database (src/state.ts); loaded lazily like the sandbox records. */
+function volumesTable() {
+  const { stateDb } = require("./state") as typeof import("./state");
+  return stateDb();
+}
+
+/**
+ * The volume's row, adopting a data directory that has none (made by an earlier version, or by a
+ * create that died between its two steps).
+ */
+function volumeRow(name: string): { name: string; created_at: string } | undefined {
+  const db = volumesTable();
+  const row = db.query(`SELECT name, created_at FROM volumes WHERE name = ?`).get(name) as { name: string; created_at: string } | null;
+  if (row) return row;
+  if (!existsSync(volumeDataPath(name))) return undefined;
+  const createdAt = statSync(join(volumesDir(), name)).birthtime.toISOString();
+  db.query(`INSERT OR IGNORE INTO volumes (name, created_at) VALUES (?, ?)`).run(name, createdAt);
+  return { name, created_at: createdAt };
+}
+
 export function createVolume(name: string, options: { existOk?: boolean } = {}): VolumeInfo {
   checkName(name);
-  const dir = join(volumesDir(), name);
-  if (existsSync(dir)) {
+  if (volumeRow(name)) {
     if (options.existOk) return inspectVolume(name);
-    throw new MsbError("volume_exists", `volume ${name} already exists (${dir})`);
+    throw new MsbError("volume_exists", `volume ${name} already exists (${join(volumesDir(), name)})`);
   }
+  // The row first: of two processes creating one name, exactly one inserts it.
+  const inserted = volumesTable().query(`INSERT OR IGNORE INTO volumes (name, created_at) VALUES (?, ?)`).run(name, new Date().toISOString());
+  if (inserted.changes === 0 && !options.existOk) throw new MsbError("volume_exists", `volume ${name} already exists`);
   mkdirSync(volumeDataPath(name), { recursive: true, mode: 0o755 });
-  writeFileSync(join(dir, "volume.json"), JSON.stringify({ name, createdAt: new Date().toISOString() }) + "\n");
   return inspectVolume(name);
 }
 
 export function inspectVolume(name: string): VolumeInfo {
   checkName(name);
-  const dir = join(volumesDir(), name);
-  if (!existsSync(join(dir, "data"))) throw new MsbError("no_volume", `no volume named ${name}; create it with \`msb volume create ${name}\``);
-  let createdAt = statSync(dir).birthtime.toISOString();
-  try {
-    createdAt = JSON.parse(readFileSync(join(dir, "volume.json"), "utf8")).createdAt ?? createdAt;
-  } catch {
-    // An older or hand-made volume without metadata: the directory's time will do.
+  const row = volumeRow(name);
+  if (!row || !existsSync(volumeDataPath(name))) {
+    throw new MsbError("no_volume", `no volume named ${name}; create it with \`msb volume create ${name}\``);
   }
-  return { name, path: volumeDataPath(name), createdAt, usedBy: volumeUsers(name) };
+  return { name, path: volumeDataPath(name), createdAt: row.created_at, usedBy: volumeUsers(name) };
 }
 
 export function listVolumes(): VolumeInfo[] {
-  if (!existsSync(volumesDir())) return [];
-  return readdirSync(volumesDir())
-    .filter((n) => isVolumeName(n) && existsSync(volumeDataPath(n)))
-    .sort()
-    .map(inspectVolume);
+  // Data directories without a row are adopted by volumeRow (inside inspectVolume).
+  const names = new Set((volumesTable().query(`SELECT name FROM volumes`).all() as { name: string }[]).map((r) => r.name));
+  if (existsSync(volumesDir())) for (const n of readdirSync(volumesDir())) if (isVolumeName(n) && existsSync(volumeDataPath(n))) names.add(n);
+  return [...names].filter((n) => existsSync(volumeDataPath(n))).sort().map(inspectVolume);
 }
 
 /** Deletes a volume and its files; refused while a sandbox mounts it unless `force`. */
@@ -169,6 +185,7 @@ export function removeVolume(name: string, options: { force?: boolean } = {}): v
     );
   }
   rmSync(join(volumesDir(), name), { recursive: true, force: true });
+  volumesTable().query(`DELETE FROM volumes WHERE name = ?`).run(name);
 }
 
 // From a sandbox's volumes to the VM and the agent.
