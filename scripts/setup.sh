@@ -15,7 +15,7 @@ step() { printf '==> %s\n' "$*"; }
 # e2fsprogs: mkfs.ext4 makes a named sandbox's writable layer.
 APT_RUN="qemu-system-x86 e2fsprogs"
 APT_BUILD="linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils cpio busybox-static"
-APT_TEST="golang-go erofs-utils iproute2 iputils-ping curl iperf3 python3 procps docker-registry skopeo debootstrap"
+APT_TEST="golang-go openssl erofs-utils iproute2 iputils-ping curl iperf3 python3 procps docker-registry skopeo debootstrap"
 wanted="$APT_RUN $APT_BUILD"
 $testing && wanted="$wanted $APT_TEST"
 missing=""
