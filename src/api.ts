@@ -9,6 +9,7 @@ import { parseSandboxOptions } from "./config";
 import { MsbError } from "./errors";
 import { Sandbox } from "./sandbox";
 import { VERSION } from "./version";
+import { serveJsonLines } from "./jsonlines";
 
 export const API_PROTOCOL = 1;
 /** Longest request line accepted; longer input is an error, never an unbounded buffer. */
@@ -293,27 +294,11 @@ export async function serveApi(): Promise<void> {
       else process.stdout.once("drain", () => resolve());
     });
   const server = new ApiServer(emit);
-  const decoder = new TextDecoder();
-  let buffer = "";
-  const pending = new Set<Promise<void>>();
-  for await (const chunk of Bun.stdin.stream()) {
-    buffer += decoder.decode(chunk, { stream: true });
-    if (buffer.length > MAX_REQUEST_BYTES && !buffer.includes("\n")) {
-      await emit({ id: null, error: { code: "too_large", message: `a request line is longer than ${MAX_REQUEST_BYTES} bytes` } });
-      buffer = "";
-      continue;
-    }
-    let newline;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, newline).trim();
-      buffer = buffer.slice(newline + 1);
-      if (!line) continue;
-      // Requests run concurrently; each answers with its id when done.
-      const work = server.handle(line);
-      pending.add(work);
-      void work.finally(() => pending.delete(work));
-    }
-  }
-  await Promise.all(pending);
+  // Requests run concurrently; each answers with its id when done.
+  await serveJsonLines(Bun.stdin.stream(), {
+    maxLineBytes: MAX_REQUEST_BYTES,
+    onTooLong: () => emit({ id: null, error: { code: "too_large", message: `a request line is longer than ${MAX_REQUEST_BYTES} bytes` } }),
+    onLine: (line) => server.handle(line),
+  });
   server.close();
 }

@@ -7,6 +7,7 @@ import { z } from "zod";
 import { MsbError } from "./errors";
 import { Sandbox } from "./sandbox";
 import { VERSION } from "./version";
+import { serveJsonLines } from "./jsonlines";
 
 export const MCP_PROTOCOL_VERSION = "2025-06-18";
 /** Output a tool returns inline; more is cut, saying how much. */
@@ -250,42 +251,26 @@ export class McpServer {
 /** Serves MCP on stdin/stdout until stdin ends. Diagnostics go to stderr, never stdout. */
 export async function serveStdio(): Promise<void> {
   const server = new McpServer();
-  const write = (message: object) => process.stdout.write(`${JSON.stringify(message)}\n`);
-  let buffer = "";
-  const decoder = new TextDecoder();
-  const pending = new Set<Promise<void>>();
-  const dispatch = (line: string) => {
-    let message: unknown;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      write({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: each line must be one JSON-RPC message" } });
-      return;
-    }
+  const write = (message: object): void => void process.stdout.write(`${JSON.stringify(message)}\n`);
+  await serveJsonLines(Bun.stdin.stream(), {
+    maxLineBytes: MAX_MESSAGE_BYTES,
+    onTooLong: () => write({ jsonrpc: "2.0", id: null, error: { code: -32600, message: `message longer than ${MAX_MESSAGE_BYTES} bytes` } }),
     // Requests run concurrently (a long exec must not block a ping); each answers when done.
-    const work = server
-      .handle(message)
-      .then((response) => {
+    onLine: async (line) => {
+      let message: unknown;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        write({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error: each line must be one JSON-RPC message" } });
+        return;
+      }
+      try {
+        const response = await server.handle(message);
         if (response) write(response);
-      })
-      .catch((error) => void process.stderr.write(`msb mcp: ${(error as Error).message}\n`));
-    pending.add(work);
-    void work.finally(() => pending.delete(work));
-  };
-  for await (const chunk of Bun.stdin.stream()) {
-    buffer += decoder.decode(chunk, { stream: true });
-    if (buffer.length > MAX_MESSAGE_BYTES && !buffer.includes("\n")) {
-      write({ jsonrpc: "2.0", id: null, error: { code: -32600, message: `message longer than ${MAX_MESSAGE_BYTES} bytes` } });
-      buffer = "";
-      continue;
-    }
-    let newline;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, newline).trim();
-      buffer = buffer.slice(newline + 1);
-      if (line) dispatch(line);
-    }
-  }
-  await Promise.all(pending);
+      } catch (error) {
+        process.stderr.write(`msb mcp: ${(error as Error).message}\n`);
+      }
+    },
+  });
   server.close();
 }
