@@ -24,9 +24,10 @@ export const MACHINE = "microvm,acpi=off,x-option-roms=off,rtc=on,isa-serial=on"
 /**
  * reboot=t (triple fault) rather than reboot=k: microvm has no i8042, so the kernel's keyboard
  * controller reset spins through its timeouts (~1-3 s under TCG) before falling back to a triple
- * fault anyway. QEMU with -no-reboot exits on either.
+ * fault anyway. QEMU with -no-reboot exits on either. no_timer_check: as in KERNEL_CMDLINE
+ * (src/supervisor.ts), a starved emulated vCPU must not fail the IO-APIC timer check.
  */
-export const BASE_CMDLINE = ["console=ttyS0", "reboot=t", "panic=-1", "rdinit=/init"];
+export const BASE_CMDLINE = ["console=ttyS0", "reboot=t", "panic=-1", "rdinit=/init", "no_timer_check"];
 
 /** The first line /init prints; boot time is measured up to it. */
 export const INIT_MARKER = "MSB-INIT-START";
