@@ -213,7 +213,8 @@ function removeSandboxFiles(name: string): void {
   deleteSandboxRecord(name);
 }
 
-function removeSockets(name: string): void {
+/** Removes the sockets a sandbox's supervisor listens on (it may have died without doing so). */
+export function removeSockets(name: string): void {
   for (const socket of ["agent.sock", "vm-agent.sock", "net.sock", "control.sock"]) {
     const path = join(sandboxDir(name), socket);
     if (!existsSync(path)) continue;
@@ -245,7 +246,10 @@ export async function askSupervisor(name: string, request: object): Promise<Reco
             resolve(undefined);
           }
         },
-        error: () => resolve(undefined),
+        error: () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        },
       },
     }).catch(() => resolve(undefined));
   });

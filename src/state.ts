@@ -296,17 +296,25 @@ export function liveSupervisorPid(name: string): number | undefined {
   return row?.supervisor_pid && processIs(row.supervisor_pid, row.supervisor_start) ? row.supervisor_pid : undefined;
 }
 
-/** A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, its identity. */
-export function processStartTime(pid: number): number | undefined {
+/**
+ * The fields of /proc/PID/stat after the command name, so `fields[0]` is field 3 (state); undefined
+ * when the process is gone.
+ */
+export function procStatFields(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // The command name (field 2) may contain spaces and parentheses; fields after it are plain.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (fields[0] === "Z" || fields[0] === "X") return undefined;
-    return Number(fields[19]);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return undefined;
   }
+}
+
+/** A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, its identity. */
+export function processStartTime(pid: number): number | undefined {
+  const fields = procStatFields(pid);
+  if (!fields || fields[0] === "Z" || fields[0] === "X") return undefined;
+  return Number(fields[19]);
 }
 
 function processIs(pid: number, start: number | null): boolean {

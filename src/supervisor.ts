@@ -34,7 +34,7 @@ import {
 } from "./state";
 import { ExecLog } from "./exec-log";
 import { commandFor } from "./image";
-import { KILL_SIGNAL } from "./lifecycle";
+import { KILL_SIGNAL, removeSockets } from "./lifecycle";
 import { MsbError } from "./errors";
 import { compilePolicy, NetStack, testResolverFromEnv, type Closable, type CompiledPolicy } from "../netstack";
 
@@ -600,7 +600,7 @@ export class Supervisor {
     this.network?.close();
     const retained = keepConsoleLog ? retainLog(this.consoleLog, `${this.record.name}-${Date.now()}.console.log`) : undefined;
     if (this.record.ephemeral) rmSync(this.dir, { recursive: true, force: true });
-    else for (const socket of ["agent.sock", "vm-agent.sock", "net.sock", "control.sock"]) rmIfExists(join(this.dir, socket));
+    else removeSockets(this.record.name);
     return retained;
   }
 

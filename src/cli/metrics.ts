@@ -7,21 +7,16 @@ import { join } from "node:path";
 import { defineCommand, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
 import { sandboxDir } from "../paths";
-import { getSandboxRecord, liveSupervisorPid, liveVmPid } from "../state";
+import { getSandboxRecord, liveSupervisorPid, liveVmPid, procStatFields } from "../state";
 import { askSupervisor } from "../lifecycle";
 import { positionals } from "./args";
 
 const CLOCK_TICKS_PER_SECOND = 100;
 
+/** utime + stime (fields 14 and 15 of /proc/PID/stat). */
 function cpuTicks(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return undefined;
-  }
+  const fields = pid === undefined ? undefined : procStatFields(pid);
+  return fields ? Number(fields[11]) + Number(fields[12]) : undefined;
 }
 
 function rssBytes(pid: number | undefined): number | undefined {
