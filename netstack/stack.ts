@@ -1,6 +1,7 @@
 // NetStack: the interface (gateway), TCP/UDP/ICMP handling, DNS, egress policy, host-side proxying
 // and published ports, put together behind one object the supervisor attaches to a frame stream.
 import type { Socket, TCPSocketListener, udp } from "bun";
+import type { Duplex } from "node:stream";
 import { DnsProxy } from "./dns/proxy";
 import { systemResolver, type DnsResolver } from "./dns/resolver";
 import { DnsTcpUpstream } from "./dns/tcp";
@@ -13,6 +14,7 @@ import { DenialLog } from "./policy/log";
 import type { Destination, EgressPolicy } from "./policy/policy";
 import { CompiledPolicy, compilePolicy } from "./policy/rules";
 import { parsePortSpec, type PortSpec } from "./ports/ports";
+import { acceptAsDuplex } from "./proxy/duplex";
 import { SocketUpstream, connectHost, socketHandlers } from "./proxy/tcp";
 import { MemoryBudget } from "./tcp/budget";
 import type { TcpConnection } from "./tcp/connection";
@@ -71,6 +73,12 @@ export interface NetStackOptions {
    * Not for qemu `-netdev stream`, which carries plain frames.
    */
   vnetHdr?: boolean;
+  /**
+   * TLS interception: guest TCP flows to these ports that the egress policy allows are answered by
+   * the stack and handed to `handle` as a Duplex instead of being dialled; UDP to these ports is
+   * refused, so QUIC clients fall back to TCP.
+   */
+  intercept?: { ports: readonly number[]; handle(guest: Duplex, dest: { ip: string; port: number }): void };
   /** Debugging: write every frame (both directions) to this pcap file. */
   pcapPath?: string;
   /** Testing: lose, duplicate and reorder frames in each direction. */
@@ -140,6 +148,7 @@ export class NetStack {
   private readonly gw6: Uint8Array;
   private readonly dns6: Uint8Array;
   readonly mtu: number;
+  private readonly intercept: NetStackOptions["intercept"];
 
   constructor(o: NetStackOptions = {}) {
     const mtu = o.mtu ?? DEFAULTS.mtu;
@@ -157,6 +166,7 @@ export class NetStack {
     this.policy = pol instanceof CompiledPolicy ? pol : null;
     this.policyFn = pol instanceof CompiledPolicy ? null : pol;
     this.log = o.log ?? (() => {});
+    this.intercept = o.intercept;
     this.pins = new PinTable(o.pins);
     this.denials = new DenialLog({ name: o.name ?? "(unnamed)", write: (l) => this.log(`netstack: ${l}`), ...o.denialLog });
     this.maxHalfOpen = o.tcp?.maxHalfOpen ?? 256;
@@ -224,6 +234,13 @@ export class NetStack {
   get stats(): InterfaceStats { return this.iface.stats; }
 
   /** The guest-side settings matching this stack, for the agent to apply at boot. */
+  /** DNS pinning, for the TLS relay: true while this sandbox's resolver answer maps `name` to `ip`. */
+  resolvedFor(name: string, ip: string): boolean {
+    let bytes: Uint8Array;
+    try { bytes = parseIp(ip); } catch { return false; }
+    return this.pins.names(bytes).includes(name.toLowerCase().replace(/\.$/, ""));
+  }
+
   guestConfig(): GuestNetConfig {
     const c = this.iface.cfg;
     const v6 = this.ipv6Enabled;
@@ -384,6 +401,10 @@ export class NetStack {
       return false;
     }
     this.halfOpen.add(conn);
+    if (this.intercept?.ports.includes(dest.port)) {
+      this.intercept.handle(acceptAsDuplex(conn), { ip: dest.ip, port: dest.port });
+      return true;
+    }
     connectHost(conn, dest.ip, dest.port);
     return true;
   }
@@ -403,6 +424,10 @@ export class NetStack {
     const dest = this.hostTarget(family, dst, dstPort, "udp");
     const why = this.decide(dest, dst);
     if (why !== null) { this.deny("udp", dest.viaHostAlias ? ipToString(dst) : dest.ip, dest.port, why, dest.viaHostAlias); return false; }
+    if (this.intercept?.ports.includes(dest.port)) {
+      this.deny("udp", dest.ip, dest.port, "TLS interception (QUIC on an intercepted port is refused so clients fall back to TCP)");
+      return false;
+    }
     if (!this.udp.send(family, src, srcPort, dst, dest.ip, dest.port, payload)) {
       this.deny("udp", dest.ip, dest.port, `the UDP flow limit (${this.udp.maxFlows} flows)`);
       return false;
