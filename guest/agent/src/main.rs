@@ -12,6 +12,7 @@ mod pid1;
 mod server;
 mod spawn;
 mod sys;
+mod trust;
 mod volumes;
 mod users;
 mod files;

@@ -90,6 +90,8 @@ pub struct Init {
     pub net: Option<NetConfig>,
     /// Volumes and tmpfs mounts inside the sandbox root (INIT.mounts), in mount order.
     pub mounts: Vec<crate::volumes::Mount>,
+    /// The sandbox's msb CA (INIT.ca), normalised PEM, to install in the root's trust stores.
+    pub ca: Option<String>,
 }
 
 /// Why INIT was refused: the protocol version differs (ERROR `version`), or anything else
@@ -171,7 +173,11 @@ impl Init {
             None | Some(Value::Null) => Vec::new(),
             Some(m) => crate::volumes::parse(m).map_err(InitError::Invalid)?,
         };
-        Ok(Init { protocol, hostname, root_kind, root_path, env, clock_ms, net, mounts })
+        let ca = match v.get("ca") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(crate::trust::parse(c).map_err(InitError::Invalid)?),
+        };
+        Ok(Init { protocol, hostname, root_kind, root_path, env, clock_ms, net, mounts, ca })
     }
 }
 
@@ -583,6 +589,27 @@ mod tests {
             match Init::parse(payload) {
                 Err(InitError::Invalid(m)) => assert!(m.contains(needle), "{m}"),
                 other => panic!("{:?}: expected Invalid, got {other:?}", String::from_utf8_lossy(payload)),
+            }
+        }
+    }
+
+    #[test]
+    fn init_ca_is_parsed_and_checked() {
+        let root = r#""root":{"kind":"initramfs","path":"/"}"#;
+        let pem = "-----BEGIN CERTIFICATE-----\r\nMIIBszCCAVmg\r\n-----END CERTIFICATE-----\r\n";
+        let init = Init::parse(format!(r#"{{"protocol":1,{root},"ca":{}}}"#, Value::String(pem.into()).to_json()).as_bytes()).unwrap();
+        assert_eq!(init.ca.as_deref(), Some("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmg\n-----END CERTIFICATE-----\n"));
+        assert_eq!(Init::parse(format!(r#"{{"protocol":1,{root},"ca":null}}"#).as_bytes()).unwrap().ca, None);
+        assert_eq!(Init::parse(format!(r#"{{"protocol":1,{root}}}"#).as_bytes()).unwrap().ca, None);
+        for (ca, needle) in [
+            (r#""""#, "holds no certificate"),
+            (r#"["pem"]"#, "must be a PEM string"),
+            (r#""-----BEGIN RSA PRIVATE KEY-----\nQUFB\n-----END RSA PRIVATE KEY-----""#, "only CERTIFICATE blocks"),
+            (r#""-----BEGIN CERTIFICATE-----\nQUFB\u0000\n-----END CERTIFICATE-----""#, "NUL"),
+        ] {
+            match Init::parse(format!(r#"{{"protocol":1,{root},"ca":{ca}}}"#).as_bytes()) {
+                Err(InitError::Invalid(m)) => assert!(m.contains(needle) && m.starts_with("INIT.ca"), "{m}"),
+                other => panic!("ca {ca}: expected Invalid, got {other:?}"),
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::json;
 use crate::message::{self, code, ExecRequest, ExitStatus, Init, InitError, RootKind};
 use crate::netconf;
 use crate::overlay;
+use crate::trust;
 use crate::volumes;
 use crate::pid1::{self, log};
 use crate::spawn::{self, CANNOT_START};
@@ -704,13 +705,26 @@ impl Server {
             sys::change_root(&root).map_err(|e| format!("cannot chroot into {root}: {e}"))?;
             self.outer_root = Some(outer);
         }
+        let mut env = init.env;
+        if let Some(pem) = &init.ca {
+            if !self.cfg.pid1 && root == "/" {
+                return Err("INIT.ca needs a sandbox root: in host test mode pass --root DIR (the agent will not change this machine's CA bundles)".into());
+            }
+            // Inside the root, so the image's absolute symlinks between bundles resolve there;
+            // before the volumes, so the CA goes into the image's files and never into a
+            // host-shared directory mounted over one of them.
+            let installed = trust::install(std::path::Path::new("/"), pem)?;
+            let added = if installed.written.is_empty() { "already there".to_string() } else { format!("added to {}", installed.written.join(", ")) };
+            log(&format!("msb CA trusted via {CA_FILE} and {} ({added})", installed.bundle, CA_FILE = trust::CA_FILE));
+            trust::set_env(&mut env, &installed.bundle);
+        }
         if self.cfg.pid1 && !init.mounts.is_empty() {
             // Inside the root, so image symlinks on the way resolve in the sandbox's namespace.
             let base = root.trim_end_matches('/').to_string();
             let done = volumes::apply(&init.mounts)?;
             self.mounts.extend(done.iter().map(|p| format!("{base}{p}")));
         }
-        self.base_env = init.env;
+        self.base_env = env;
         Ok(pid1::uptime_ms().unwrap_or(0))
     }
 
