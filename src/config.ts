@@ -5,6 +5,7 @@ import { volumeSchema } from "./volumes";
 import { z } from "zod";
 import { MsbError } from "./errors";
 import { ruleInputSchema } from "../netstack/policy/rules";
+import { SECRET_NAME } from "./secrets/substitute";
 
 export const SANDBOX_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
@@ -72,6 +73,47 @@ export const sandboxOptionsSchema = z
     kernel: z.string().optional(),
     /** Host directories/files, named volumes and tmpfs mounts (src/volumes.ts); host paths become absolute here. */
     volumes: z.array(volumeSchema).default([]),
+    /**
+     * Secrets the guest sees only as placeholders (`NAME=$MSB_NAME` in its environment); the
+     * supervisor puts `value` in, inside intercepted TLS, only on requests to the `allow` hosts
+     * ("api.example.com" or "*.example.com"). Headers and Basic auth always; the request-target
+     * with `query`, bodies with `body`. The value stays in supervisor memory: the stored record
+     * keeps names and allow-lists only, so each start must be given the values again (the SDK's
+     * `start` option, or the host environment variable NAME).
+     */
+    secrets: z
+      .array(
+        z
+          .object({
+            name: z.string().regex(SECRET_NAME, "must be A-Z, 0-9 and _, not starting with a digit (it becomes an environment variable)"),
+            value: z.string().optional(),
+            allow: z.array(z.string().min(1)).min(1, "name at least one host the secret may be sent to"),
+            query: z.boolean().optional(),
+            body: z.boolean().optional(),
+          })
+          .strict(),
+      )
+      .default([])
+      .refine((list) => new Set(list.map((s) => s.name)).size === list.length, "each secret name may appear once"),
+    /**
+     * TLS interception (on whenever secrets are set, or with `intercept: true`): guest TLS to
+     * `ports` is terminated by the supervisor with a certificate from the msb CA (which the guest
+     * trusts) and re-originated upstream, verified against the host's trust store plus `ca`.
+     * Server names matching `bypass` ("host" or "*.domain") are relayed untouched. UDP to the
+     * ports (QUIC) is refused so clients use TCP.
+     */
+    tls: z
+      .object({
+        intercept: z.boolean().optional(),
+        ports: z.array(z.number().int().min(1).max(65535)).min(1).default([443]),
+        bypass: z.array(z.string().min(1)).default([]),
+        /** Extra CA certificates (PEM) trusted for upstream connections. */
+        ca: z.array(z.string().includes("-----BEGIN CERTIFICATE-----", { message: "must be a PEM certificate" })).default([]),
+        /** A placeholder bound for a host its secret does not allow: block the request (default) or send it as is. */
+        onDisallowed: z.enum(["block", "pass"]).default("block"),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -87,3 +129,9 @@ export function parseSandboxOptions(options: SandboxOptions = {}): SandboxConfig
   });
   throw new MsbError("invalid_config", `invalid sandbox options: ${problems.join("; ")}`);
 }
+
+/** Whether guest TLS is intercepted: asked for, or implied by secrets. */
+export function tlsIntercepted(config: SandboxConfig): boolean {
+  return config.tls.intercept ?? config.secrets.length > 0;
+}
+

@@ -21,6 +21,7 @@ import {
   type SandboxStatus,
 } from "./state";
 import type { ReadyMessage } from "./supervisor";
+import { SecretSet } from "./secrets/substitute";
 
 /** Signal that asks a supervisor to kill its VM at once (`msb kill`); SIGTERM asks for a clean stop. */
 export const KILL_SIGNAL = "SIGUSR2";
@@ -46,7 +47,8 @@ export interface StartedSupervisor {
  * Boots a recorded sandbox: starts its supervisor and waits for the guest agent. `attached`: the
  * sandbox stops when this process exits (the supervisor watches a pipe from us).
  */
-export async function startSandbox(name: string, attached: boolean): Promise<StartedSupervisor> {
+export async function startSandbox(name: string, attached: boolean, secretValues: Record<string, string> = {}): Promise<StartedSupervisor> {
+  const secrets = secretValuesFor(name, secretValues);
   if (!claimStart(name)) {
     const record = getSandboxRecord(name);
     throw new MsbError(
@@ -61,12 +63,18 @@ export async function startSandbox(name: string, attached: boolean): Promise<Sta
     supervisor = Bun.spawn(supervisorCommand(name), {
       // An attached sandbox's supervisor watches this pipe: when we exit, it closes, and the
       // sandbox stops. A detached one gets nothing to watch.
-      stdin: attached ? "pipe" : "ignore",
+      // Secret values travel on this pipe too (one JSON line first), never in argv, env or a file.
+      stdin: attached || secrets ? "pipe" : "ignore",
       stdout: "pipe",
       stderr: logFd,
       detached: true,
-      env: process.env,
+      env: secrets ? envWithout(Object.values(secrets)) : process.env,
     });
+    if (secrets) {
+      supervisor.stdin!.write(`${JSON.stringify({ secrets })}\n`);
+      supervisor.stdin!.flush();
+      if (!attached) supervisor.stdin!.end();
+    }
   } catch (cause) {
     markEnded(name, "crashed", `could not start its supervisor: ${(cause as Error).message}`);
     throw new MsbError("spawn_failed", `could not start the supervisor of sandbox ${name}: ${(cause as Error).message}`, { cause });
@@ -89,6 +97,36 @@ export async function startSandbox(name: string, attached: boolean): Promise<Sta
     throw new MsbError(ready.code, ready.message);
   }
   return { ready, process: supervisor };
+}
+
+/**
+ * The values of a sandbox's secrets for one start: those given, else the host environment variable
+ * of the same name. Checked now, so a missing or bad value fails before anything boots.
+ */
+function secretValuesFor(name: string, given: Record<string, string>): Record<string, string> | undefined {
+  const secrets = getSandboxRecord(name).config.secrets;
+  if (secrets.length === 0) return undefined;
+  const values: Record<string, string> = {};
+  const missing: string[] = [];
+  for (const s of secrets) {
+    const value = given[s.name] ?? process.env[s.name];
+    if (value) values[s.name] = value;
+    else missing.push(s.name);
+  }
+  if (missing.length > 0) {
+    throw new MsbError(
+      "secret_missing",
+      `sandbox ${name} needs the value of secret ${missing.join(", ")}: values are never stored, so every start needs them again; set ${missing.map((n) => `$${n}`).join(", ")} in the environment (or pass them to Sandbox.start)`,
+    );
+  }
+  // Errors name the secret, never the value.
+  new SecretSet(secrets.map((s) => ({ ...s, value: values[s.name]! })));
+  return values;
+}
+
+/** This process's environment without variables holding any of `values` (the supervisor and its VM never carry them). */
+function envWithout(values: string[]): Record<string, string | undefined> {
+  return Object.fromEntries(Object.entries(process.env).filter(([, v]) => v === undefined || !values.includes(v)));
 }
 
 async function readReadyLine(stdout: ReadableStream<Uint8Array>, name: string): Promise<ReadyMessage> {

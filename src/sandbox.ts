@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { AgentClient, type ExecProcess, type ExitStatus } from "./agent/client";
 import { parseSandboxOptions, type SandboxConfig, type SandboxOptions } from "./config";
+import { SecretSet } from "./secrets/substitute";
 import { MsbError } from "./errors";
 import { SandboxFs } from "./fs";
 import { sandboxDir } from "./paths";
@@ -99,12 +100,18 @@ function randomName(): string {
   return `msb-${crypto.randomUUID().slice(0, 8)}`;
 }
 
+/** Secrets given with values are checked before anything is recorded; errors name the secret, never the value. */
+function checkSecrets(config: SandboxConfig): void {
+  new SecretSet(config.secrets.filter((s) => s.value !== undefined).map((s) => ({ ...s, value: s.value! })));
+}
+
 /**
  * Records a sandbox without starting it (`msb create`): the image is pulled and resolved now, so a
  * later start needs no registry.
  */
 export async function defineSandbox(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<SandboxRecord> {
   const config = parseSandboxOptions(options);
+  checkSecrets(config);
   const image = config.image ? await resolveImage(config, hooks) : await defaultImage();
   const ephemeral = hooks.ephemeral ?? config.name === undefined;
   const name = config.name ?? randomName();
@@ -152,17 +159,25 @@ export class Sandbox {
    */
   static async create(options: SandboxOptions = {}, hooks: CreateHooks = {}): Promise<Sandbox> {
     const record = await defineSandbox(options, hooks);
-    return Sandbox.start(record.name, { attached: !record.config.detached });
+    // The record keeps no secret values; this first start gets them from the options.
+    const secrets = Object.fromEntries(record.config.secrets.flatMap((s) => (s.value === undefined ? [] : [[s.name, s.value]])));
+    try {
+      return await Sandbox.start(record.name, { attached: !record.config.detached, secrets });
+    } catch (error) {
+      // A start refused before booting (a secret without a value) leaves an unnamed sandbox nobody can reach.
+      if (record.ephemeral && findSandbox(record.name)?.status === "created") await removeSandbox(record.name, true);
+      throw error;
+    }
   }
 
   /**
    * Starts a recorded (created or stopped) sandbox. `attached` (default: as it was created):
    * it stops when this process exits.
    */
-  static async start(name: string, options: { attached?: boolean } = {}): Promise<Sandbox> {
+  static async start(name: string, options: { attached?: boolean; secrets?: Record<string, string> } = {}): Promise<Sandbox> {
     const record = getSandboxRecord(name);
     const attached = options.attached ?? !record.config.detached;
-    const { ready } = await startSandbox(name, attached);
+    const { ready } = await startSandbox(name, attached, options.secrets);
     const client = await AgentClient.connect(join(sandboxDir(name), "agent.sock"), `sandbox ${name}`);
     return new Sandbox(name, record.config, record.image, client, ready.notice, ready.timings, attached);
   }

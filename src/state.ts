@@ -148,7 +148,7 @@ interface SandboxRow {
 function fromRow(row: SandboxRow): SandboxRecord {
   return {
     name: row.name,
-    config: JSON.parse(row.config) as SandboxConfig,
+    config: withCurrentDefaults(JSON.parse(row.config) as SandboxConfig),
     image: row.image ? (JSON.parse(row.image) as SandboxImage) : undefined,
     ephemeral: row.ephemeral === 1,
     status: row.status,
@@ -161,6 +161,18 @@ function fromRow(row: SandboxRow): SandboxRecord {
   };
 }
 
+/** The config as stored: secret values removed (they live in supervisor memory only, never on disk). */
+function storableConfig(config: SandboxConfig): SandboxConfig {
+  return { ...config, secrets: (config.secrets ?? []).map(({ value: _value, ...rest }) => rest) };
+}
+
+/** Records written before a config field existed get its default. */
+function withCurrentDefaults(config: SandboxConfig): SandboxConfig {
+  config.secrets ??= [];
+  config.tls ??= { ports: [443], bypass: [], ca: [], onDisallowed: "block" };
+  return config;
+}
+
 /** Records a new sandbox as `created`; exactly one of several processes creating a name wins. */
 export function insertSandbox(record: Pick<SandboxRecord, "name" | "config" | "image" | "ephemeral">): SandboxRecord {
   const createdAt = new Date().toISOString();
@@ -169,7 +181,7 @@ export function insertSandbox(record: Pick<SandboxRecord, "name" | "config" | "i
       .query(
         `INSERT INTO sandboxes (name, config, image, ephemeral, status, created_at) VALUES (?, ?, ?, ?, 'created', ?)`,
       )
-      .run(record.name, JSON.stringify(record.config), record.image ? JSON.stringify(record.image) : null, record.ephemeral ? 1 : 0, createdAt);
+      .run(record.name, JSON.stringify(storableConfig(record.config)), record.image ? JSON.stringify(record.image) : null, record.ephemeral ? 1 : 0, createdAt);
   } catch (cause) {
     if (/UNIQUE constraint/.test((cause as Error).message)) {
       const existing = findSandbox(record.name);

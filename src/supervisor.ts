@@ -36,7 +36,12 @@ import { ExecLog } from "./exec-log";
 import { commandFor } from "./image";
 import { KILL_SIGNAL, removeSockets } from "./lifecycle";
 import { MsbError } from "./errors";
-import { compilePolicy, NetStack, testResolverFromEnv, type Closable, type CompiledPolicy } from "../netstack";
+import { compilePolicy, NetStack, testResolverFromEnv, type Closable, type CompiledPolicy, type NetStackOptions } from "../netstack";
+import { tlsIntercepted } from "./config";
+import { loadOrCreateCa } from "./secrets/ca";
+import { interceptTls, type InterceptPolicy } from "./secrets/intercept";
+import { LeafIssuer } from "./secrets/leaf";
+import { placeholder, SecretSet, type Secret } from "./secrets/substitute";
 
 /** How long a guest gets to power off after SHUTDOWN before the VM is killed. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -130,6 +135,10 @@ export class Supervisor {
   private idleSince: number | undefined = Date.now();
   /** Set when an attached sandbox's creator let it go (detached): its exit no longer stops us. */
   released = false;
+  /** Secret values for this run, from the creator's pipe; held in this process's memory only. */
+  private secrets: Secret[] = [];
+  /** The msb CA certificate the guest is told to trust, when TLS is intercepted. */
+  private caPem: string | undefined;
 
   constructor(private readonly record: SandboxRecord) {
     this.dir = sandboxDir(record.name);
@@ -168,6 +177,15 @@ export class Supervisor {
     }
     renameSync(temp, path);
     return path;
+  }
+
+  /** Takes the values the creator sent for the recorded secrets; throws naming any it lacks. */
+  useSecretValues(values: Record<string, unknown>): void {
+    const missing = this.record.config.secrets.filter((s) => typeof values[s.name] !== "string").map((s) => s.name);
+    if (missing.length > 0) {
+      throw new MsbError("secret_missing", `sandbox ${this.record.name}: no value was given for secret ${missing.join(", ")}`);
+    }
+    this.secrets = this.record.config.secrets.map((s) => ({ ...s, value: values[s.name] as string }));
   }
 
   log(message: string): void {
@@ -246,7 +264,9 @@ export class Supervisor {
     } catch (cause) {
       throw new MsbError("invalid_config", `sandbox ${this.record.name}: ${(cause as Error).message}`, { cause });
     }
+    const intercept = tlsIntercepted(config) ? await this.tlsInterception() : undefined;
     this.network = new NetStack({
+      intercept,
       // Large frames: bulk transfers move 64 KiB per frame over qemu's plain-frame stream.
       mtu: 65520,
       policy,
@@ -265,6 +285,39 @@ export class Supervisor {
     const path = join(this.dir, "net.sock");
     this.networkLink = this.network.listenUnix(path);
     return path;
+  }
+
+  /**
+   * The TLS relay for this sandbox: guest TLS to the configured ports is terminated here with a
+   * leaf from the msb CA and re-originated upstream, and secret values go in on the way.
+   */
+  private async tlsInterception(): Promise<NetStackOptions["intercept"]> {
+    const { tls } = this.record.config;
+    let secrets: SecretSet;
+    try {
+      secrets = new SecretSet(this.secrets);
+    } catch (cause) {
+      throw new MsbError("invalid_config", `sandbox ${this.record.name}: ${(cause as Error).message}`, { cause });
+    }
+    const ca = await loadOrCreateCa();
+    this.caPem = ca.certPem;
+    const policy: InterceptPolicy = {
+      secrets,
+      issuer: new LeafIssuer(ca),
+      bypass: tls.bypass,
+      extraCa: tls.ca,
+      resolvedFor: (name, ip) => this.network?.resolvedFor(name, ip) ?? false,
+      onDisallowed: tls.onDisallowed,
+      log: (line) => this.log(`tls: ${line}`),
+    };
+    const names = this.secrets.map((s) => `${s.name} → ${s.allow.join(",")}`).join("; ");
+    this.log(`tls: intercepting ports ${tls.ports.join(",")}${names ? `; secrets ${names}` : ""}${tls.bypass.length ? `; bypass ${tls.bypass.join(",")}` : ""}`);
+    return {
+      ports: tls.ports,
+      handle: (guest, dest) => {
+        interceptTls(guest, dest, policy).catch((error) => this.log(`tls: ${dest.ip}:${dest.port}: relay failed: ${(error as Error).message}`));
+      },
+    };
   }
 
   private acceptAgent(socket: Socket<FrameConnection | undefined>): void {
@@ -442,7 +495,10 @@ export class Supervisor {
               HOSTNAME: this.record.name,
               ...imageEnv(this.record.image?.config.env),
               ...config.env,
+              // The guest only ever sees placeholders; the relay swaps the values in on the wire.
+              ...Object.fromEntries(config.secrets.map((s) => [s.name, placeholder(s.name)])),
             },
+            ...(this.caPem ? { ca: this.caPem } : {}),
             clockMs: Date.now(),
             net: this.network?.guestConfig() ?? null,
             mounts: this.guestMounts?.mounts ?? [],
@@ -721,8 +777,10 @@ export async function runSupervisor(name: string): Promise<never> {
     });
   }
   process.on(KILL_SIGNAL, () => supervisor.kill("killed (msb kill)"));
+  const creator = new CreatorPipe();
   let timings: BootTimings;
   try {
+    if (record.config.secrets.length > 0) supervisor.useSecretValues(await creator.secretValues());
     const backend = selectBackend(record.config.backend);
     timings = await supervisor.boot(backend);
     supervisor.listenControl();
@@ -754,7 +812,7 @@ export async function runSupervisor(name: string): Promise<never> {
     if (argv.length > 0) supervisor.runMainCommand(argv);
   }
   if (!record.config.detached) {
-    watchCreator(() => {
+    creator.untilClosed().then(() => {
       if (!supervisor.released) void supervisor.shutdown("its creator exited");
     });
   }
@@ -773,16 +831,50 @@ export async function runSupervisor(name: string): Promise<never> {
   process.exit(outcome.status === "stopped" ? 0 : 1);
 }
 
-/** An attached sandbox's creator holds our stdin open; EOF means it has exited. */
-function watchCreator(onGone: () => void): void {
-  (async () => {
+/**
+ * Our stdin, the creator's pipe: it carries one JSON line of secret values first (when the sandbox
+ * has secrets), and an attached sandbox's creator holds it open, so end of file means it exited.
+ */
+class CreatorPipe {
+  private readonly reader = Bun.stdin.stream().getReader();
+  private buffered = new Uint8Array(0);
+
+  /** The `{"secrets":{NAME:value}}` line; values never leave this process's memory. */
+  async secretValues(): Promise<Record<string, unknown>> {
+    for (;;) {
+      const newline = this.buffered.indexOf(10);
+      if (newline >= 0) {
+        const line = this.buffered.subarray(0, newline);
+        this.buffered = this.buffered.slice(newline + 1);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(new TextDecoder().decode(line));
+        } catch {
+          parsed = undefined;
+        }
+        line.fill(0);
+        const secrets = (parsed as { secrets?: unknown } | undefined)?.secrets;
+        if (typeof secrets !== "object" || secrets === null) throw new MsbError("secret_missing", "the creator sent no readable secret values");
+        return secrets as Record<string, unknown>;
+      }
+      if (this.buffered.length > 1 << 20) throw new MsbError("secret_missing", "the creator's secret values exceed 1 MiB");
+      const { value, done } = await this.reader.read();
+      if (done) throw new MsbError("secret_missing", "the creator closed its pipe before sending the secret values");
+      const joined = new Uint8Array(this.buffered.length + value.length);
+      joined.set(this.buffered);
+      joined.set(value, this.buffered.length);
+      this.buffered = joined;
+    }
+  }
+
+  /** Resolves when the creator's end closes (any further bytes are ignored). */
+  async untilClosed(): Promise<void> {
     try {
-      for await (const _ of Bun.stdin.stream()) {
-        // The creator never writes; any bytes are ignored.
+      while (!(await this.reader.read()).done) {
+        // The creator writes nothing after the secret values.
       }
     } catch {
       // A read error means the same as EOF here.
     }
-    onGone();
-  })();
+  }
 }

@@ -7,6 +7,7 @@ import type { ArgsDef } from "citty";
 import { parseSandboxOptions, type SandboxOptions } from "../config";
 import { MsbError } from "../errors";
 import { parseEnv, parsePositiveInt, repeated } from "./args";
+import { secretArgs, withSecretFlags } from "./secrets";
 import { volumeArgs, withVolumeFlags } from "./volume";
 
 export const sandboxArgs = {
@@ -32,6 +33,7 @@ export const sandboxArgs = {
   insecure: { type: "boolean", description: "Allow a plain-HTTP registry" },
   quiet: { type: "boolean", alias: "q", description: "Don't print the backend notice or pull progress" },
   ...volumeArgs,
+  ...secretArgs,
 } satisfies ArgsDef;
 
 type Parsed = Record<string, unknown>;
@@ -118,5 +120,5 @@ export function sandboxOptionsFrom(args: Parsed, image: string | undefined, own:
   if (deny.length > 0) options.deny = [...(file.deny ?? []), ...deny];
   const ports = repeated(own, sandboxArgs, "publish");
   if (ports.length > 0) options.ports = [...(file.ports ?? []), ...ports];
-  return withVolumeFlags(options, own);
+  return withSecretFlags(withVolumeFlags(options, own), own);
 }
