@@ -140,7 +140,6 @@ export class NetStack {
   private readonly halfOpen = new Set<TcpConnection>();
   private readonly log: (m: string) => void;
   private encoder: FrameEncoder | null = null;
-  private decoder: FrameDecoder | null = null;
   private publishedSpecs: PortSpec[];
   private listeners: Array<TCPSocketListener<unknown> | udp.Socket<"uint8array">> = [];
   private readonly gw4: Uint8Array;
@@ -272,7 +271,6 @@ export class NetStack {
     const dec = new FrameDecoder(this.vnetHdr ? 12 + 18 + 65535 : this.mtu + 14 + 4);
     enc.onWritable = () => this.iface.linkWritable();
     this.encoder = enc;
-    this.decoder = dec;
     // Connections that held back while no stream was attached may send now.
     queueMicrotask(() => { if (this.encoder === enc) this.iface.linkWritable(); });
     const iface = this.iface;

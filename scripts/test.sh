@@ -8,6 +8,8 @@ sh scripts/setup.sh --test || exit $?
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
 status=0
+echo "==> tsc --noEmit --noUnusedLocals (types)"
+node_modules/.bin/tsc -p . --noEmit --noUnusedLocals || status=1
 node_modules/.bin/bun test --timeout 120000 "$@" || status=1
 for crate in guest/agent native; do
   echo "==> cargo test --release in $crate"

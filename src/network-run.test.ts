@@ -12,7 +12,7 @@ let requests = 0;
 let bigHash: string;
 
 /** Deterministic bytes, so the guest's checksum can be compared with ours. */
-function bigChunk(index: number): Uint8Array {
+function bigChunk(index: number): Uint8Array<ArrayBuffer> {
   const chunk = new Uint8Array(1 << 20);
   let x = (index + 1) * 2654435761;
   for (let i = 0; i < chunk.length; i += 4) {

@@ -8,7 +8,6 @@ const framed = (...frames: number[][]) => {
 };
 
 test("frames split across reads and several frames in one read", () => {
-  const d = new FrameDecoder();
   const got: number[][] = [];
   const all = framed([1, 2, 3], [4], [5, 6]);
   for (const cut of [1, 2, 5, 9, all.length]) {

@@ -3,8 +3,8 @@
 // slow reader and a large transfer show backpressure both ways; UDP to an intercepted port is
 // refused; a guest reset reaches the Duplex as an error. Nothing is dialled: the handler answers.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import type { Duplex } from "node:stream";
+import type { TCPSocketListener } from "bun";
 import { harnessUnavailable, startGuest, type Guest } from "../test/harness";
 
 const why = harnessUnavailable() ?? (Bun.which("python3") ? null : "needs python3");
@@ -18,11 +18,11 @@ suite("intercepted flows as Duplex streams", () => {
   let g: Guest;
   const flows: Array<{ dest: { ip: string; port: number }; closed: Promise<string> }> = [];
   let denials: string[] = [];
-  let plain: ReturnType<typeof Bun.listen>;
+  let plain: TCPSocketListener<undefined>;
 
   beforeAll(async () => {
     // A plain server on host loopback, reached through the gateway: a port that is not intercepted.
-    plain = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open(s) { s.end("plain\n"); }, data() {} } });
+    plain = Bun.listen<undefined>({ hostname: "127.0.0.1", port: 0, socket: { open(s) { s.end("plain\n"); }, data() {} } });
     g = await startGuest({
       policy: (d) => d.ip === DEST || (d.viaHostAlias && d.ip === "127.0.0.1" && d.port === plain.port),
       log: (m) => denials.push(m),

@@ -93,7 +93,6 @@ export class TcpConnection {
   private oooBytes = 0;
   private guestFin = false;
   private shutdownSent = false;
-  private lastAdvertisedRight = 0;
   ackNeeded = false;
   // timers (absolute ms, 0 = off)
   rtoAt = 0;

@@ -1,6 +1,5 @@
 // Malformed-input and round-trip tests for icmpv4.ts (truncated, bad lengths, bad checksums, option overruns).
 import { describe, expect, test } from "bun:test";
-import { checksum } from "./checksum";
 import { Icmpv4Packet, Icmpv4Repr } from "./icmpv4";
 import { code } from "./testing";
 

@@ -1,7 +1,6 @@
 // Malformed-input and round-trip tests for icmpv6.ts (truncated, bad lengths, bad checksums, option overruns).
 import { describe, expect, test } from "bun:test";
 import { parseIpv6 } from "./address";
-import { checksum } from "./checksum";
 import { Icmpv6Packet, Icmpv6Repr, parseNdpOptions } from "./icmpv6";
 import { code, A6, B6 } from "./testing";
 

@@ -1,6 +1,5 @@
 // Malformed-input and round-trip tests for tcp.ts (truncated, bad lengths, bad checksums, option overruns).
 import { describe, expect, test } from "bun:test";
-import { checksum } from "./checksum";
 import { TcpPacket, TcpRepr, parseTcpOptions } from "./tcp";
 import { code, A, B, tcpSegment } from "./testing";
 

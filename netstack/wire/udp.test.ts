@@ -1,6 +1,5 @@
 // Malformed-input and round-trip tests for udp.ts (truncated, bad lengths, bad checksums, option overruns).
 import { describe, expect, test } from "bun:test";
-import { checksum } from "./checksum";
 import { code, A, B, A6, B6 } from "./testing";
 import { UdpPacket, UdpRepr } from "./udp";
 

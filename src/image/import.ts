@@ -125,7 +125,7 @@ export async function importImage(path: string, opts: ImportOptions = {}): Promi
         // A compressed archive cannot be read by offset: decompress it once into tmp/.
         cleanup = store.makeTemp("import");
         tarPath = join(cleanup, "archive.tar");
-        const fmt = head[0] === 0x1f ? "gzip" : ("zstd" as CompressionFormat);
+        const fmt = head[0] === 0x1f ? "gzip" : ("zstd" as ConstructorParameters<typeof DecompressionStream>[0]);
         await Bun.write(tarPath, new Response(Bun.file(path).stream().pipeThrough(new DecompressionStream(fmt) as unknown as TransformStream<Uint8Array, Uint8Array>)));
       }
       src = await tarSource(tarPath);

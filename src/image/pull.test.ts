@@ -53,7 +53,7 @@ function snapshot(store: ImageStore): string {
   const dir = join(store.root, "layers");
   for (const f of readdirSync(dir).sort()) out.push(`layers/${f}:${sha256Hex(readFileSync(join(dir, f)))}`);
   // The index (image records and references) lives in the state database.
-  for (const image of store.list()) out.push(`image ${image.id} ${image.references.join(",")} ${sha256Hex(JSON.stringify(store.record(image.id)))}`);
+  for (const image of store.list()) out.push(`image ${image.id} ${image.references.join(",")} ${sha256Hex(new TextEncoder().encode(JSON.stringify(store.record(image.id))))}`);
   return out.join("\n");
 }
 

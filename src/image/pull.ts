@@ -464,7 +464,7 @@ async function convertHashed(
   });
   let tar: ReadableStream<Uint8Array> = rest;
   if (isGzip) tar = rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
-  else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as CompressionFormat) as unknown as TransformStream<Uint8Array, Uint8Array>);
+  else if (isZstd) tar = rest.pipeThrough(new DecompressionStream("zstd" as ConstructorParameters<typeof DecompressionStream>[0]) as unknown as TransformStream<Uint8Array, Uint8Array>);
   // An uncompressed blob is its own tar: its digest is the diff_id, no second hash needed.
   const tarHash = !isGzip && !isZstd ? undefined : sha256Stream();
   if (tarHash) setTarHash(tarHash);

@@ -121,12 +121,13 @@ class ByteSource {
   private buffered = 0;
   private done = false;
   consumed = 0;
-  constructor(private reader: ReadableStreamDefaultReader<Uint8Array>) {}
+  // Only read() is used: the web and node:stream/web reader types both fit.
+  constructor(private reader: { read(): Promise<{ value?: Uint8Array; done: boolean }> }) {}
 
   private async fill(n: number): Promise<boolean> {
     while (this.buffered < n && !this.done) {
       const { value, done } = await this.reader.read();
-      if (done) {
+      if (done || !value) {
         this.done = true;
         break;
       }
