@@ -1,4 +1,5 @@
-// Builds (once) the Debian test image: `debootstrap --variant=minbase --include=python3 bookworm`
+// Builds (once) the Debian test image: `debootstrap --variant=minbase --include=python3,curl,
+// ca-certificates,nodejs bookworm` (real HTTPS clients for the secrets tests; nodejs 18 has fetch)
 // from the configured Debian mirror, packed as a one-layer OCI layout (gzip) in a cache outside
 // the repo. Used by the pull benchmark and by end-to-end `msb run` tests. Prints the layout path.
 //
@@ -24,7 +25,8 @@ function aptMirror(): string {
   throw new Error("no Debian archive found in the apt sources; set MSB_DEBIAN_MIRROR");
 }
 const SUITE = "bookworm";
-const VERSION = "1"; // bump when the recipe changes
+const PACKAGES = ["python3", "curl", "ca-certificates", "nodejs"];
+const VERSION = "2"; // bump when the recipe changes (2: + curl, ca-certificates, nodejs)
 
 export function fixtureDir(): string {
   return join(process.env.MSB_FIXTURES ?? join(homedir(), ".cache", "msb", "fixtures"), "debian-python3");
@@ -47,7 +49,7 @@ export function ensureDebianFixture(): string {
   mkdirSync(dir, { recursive: true });
   const rootfs = join(dir, "rootfs");
   const t0 = performance.now();
-  sh(["debootstrap", "--variant=minbase", "--include=python3", SUITE, rootfs, MIRROR], "debootstrap");
+  sh(["debootstrap", "--variant=minbase", `--include=${PACKAGES.join(",")}`, SUITE, rootfs, MIRROR], "debootstrap");
   const t1 = performance.now();
   // apt caches and logs are not part of the image.
   for (const p of ["var/cache/apt/archives", "var/lib/apt/lists", "var/log"]) sh(["find", join(rootfs, p), "-type", "f", "-delete"], "cleanup");
