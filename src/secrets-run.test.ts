@@ -189,6 +189,14 @@ const CASES: Case[] = [
   { name: "httpclient-allowed", cmd: py(PY_HTTPCLIENT(ALLOWED, "/c/httpclient-allowed")) },
   { name: "node-fetch-allowed", cmd: NODE_FETCH(`https://${ALLOWED}/c/node-fetch-allowed`) },
   { name: "basic-allowed", cmd: curl(`--http1.1 -u "user:$API_KEY" https://${ALLOWED}/c/basic-allowed`) },
+  // What a guest would do with an echoed Basic credential: decode it.
+  { name: "basic-decoded", cmd: `${curl(`--http1.1 -u "user:$API_KEY" https://${ALLOWED}/c/basic-decoded`)} | ${py(`
+import base64, re, sys
+text = sys.stdin.read()
+print(text)
+for b in re.findall(r"Basic ([A-Za-z0-9+/=]+)", text):
+    print("DECODED", base64.b64decode(b + "==").decode("latin1"))
+`).replace(" 2>&1", "")}` },
   { name: "curl-other", cmd: curl(`--http1.1 ${AUTH} https://${OTHER}/c/curl-other`) },
   { name: "curl-h2-other", cmd: curl(`--http2 ${AUTH} https://${OTHER}/c/curl-h2-other`) },
   { name: "urllib-other", cmd: py(PY_URLLIB(`https://${OTHER}/c/urllib-other`)) },
@@ -310,6 +318,7 @@ describe.skipIf(skip !== undefined)(`secrets: real clients in a qemu guest${skip
     ["httpclient-allowed", "/c/httpclient-allowed", "1.1", `Bearer ${SECRET}`],
     ["node-fetch-allowed", "/c/node-fetch-allowed", undefined, `Bearer ${SECRET}`],
     ["basic-allowed", "/c/basic-allowed", "1.1", `Basic ${Buffer.from(`user:${SECRET}`).toString("base64")}`],
+    ["basic-decoded", "/c/basic-decoded", "1.1", `Basic ${Buffer.from(`user:${SECRET}`).toString("base64")}`],
   ] as const) {
     test(`${c}: ${ALLOWED} receives the real value; the guest gets 200 and never the value`, () => {
       const seen = received(path);
