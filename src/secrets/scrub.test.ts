@@ -37,3 +37,30 @@ describe("response scrubber", () => {
     expect(got.join("")).toBe("hello sk-RE");
   });
 });
+
+describe("base64 at any alignment (an echoed Basic credential is base64 of user:VALUE)", () => {
+  const value = "sk-0123456789abcdefXYZ";
+  const one = new SecretSet([{ name: "K", value, allow: ["a.test"] }]);
+  const scrub = (text: string) => {
+    const got: Buffer[] = [];
+    const s = new ResponseScrubber(one, (b) => got.push(Buffer.from(b)));
+    s.push(Buffer.from(text));
+    s.end();
+    return Buffer.concat(got).toString();
+  };
+  for (const alphabet of ["base64", "base64url"] as const) {
+    test(`${alphabet}: no prefix or suffix length leaves more than 2 bytes at each end of the value decodable`, () => {
+      for (let prefix = 0; prefix < 6; prefix++) {
+        for (let suffix = 0; suffix < 4; suffix++) {
+          const encoded = Buffer.from(`${"u:".padStart(prefix, "x").slice(0, prefix)}${value}${"!".repeat(suffix)}`).toString(alphabet);
+          const out = scrub(`{"authorization":"Basic ${encoded}"}`);
+          expect(out.length).toBe(`{"authorization":"Basic ${encoded}"}`.length);
+          const decoded = Buffer.from(out.slice(24, 24 + encoded.length).replaceAll("*", "A"), alphabet).toString("latin1");
+          expect(decoded).not.toContain(value.slice(2, -2));
+          expect(decoded).not.toContain(value.slice(2, 7));
+          expect(decoded).not.toContain(value.slice(-7, -2));
+        }
+      }
+    });
+  }
+});

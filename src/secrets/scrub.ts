@@ -1,13 +1,33 @@
 // Masks secret values in what the upstream sends back, so an endpoint that echoes a request
 // (a debug route, an error page quoting the Authorization header) cannot hand the value to the
 // guest. Same-length masking keeps Content-Length and chunk sizes valid without parsing HTTP.
-// Best effort: a value compressed, re-encoded or split by chunk framing is not recognised.
+// Best effort: a value compressed, re-encoded otherwise or split by chunk framing is not recognised.
 
 import type { SecretSet } from "./substitute.ts";
 
 /** Bytes held back while they could be the start of a value; flushed after this much quiet. */
 export const SCRUB_FLUSH_MS = 20;
 const MASK = 0x2a; // '*'
+
+/**
+ * The byte strings a value shows up as in an echo: raw, percent-encoded, and base64/base64url.
+ * Inside a longer encoded string (Basic credentials are base64 of `user:VALUE`) the value can
+ * start at any offset modulo 3, so for each alignment the characters that encode only the value's
+ * own whole 3-byte groups are a form too; masking them leaves at most 2 bytes at each end of the
+ * value recoverable.
+ */
+export function encodedForms(value: string): Buffer[] {
+  const raw = Buffer.from(value, "utf8");
+  const forms = [raw, Buffer.from(encodeURIComponent(value))];
+  for (const alphabet of ["base64", "base64url"] as const) {
+    forms.push(Buffer.from(raw.toString(alphabet).replace(/=+$/, "")));
+    for (let shift = 0; shift < 3; shift++) {
+      const groups = Math.floor((raw.length - shift) / 3);
+      if (groups > 0) forms.push(Buffer.from(raw.subarray(shift, shift + 3 * groups).toString(alphabet)));
+    }
+  }
+  return forms.filter((f, i) => f.length >= 4 && forms.findIndex((g) => g.equals(f)) === i);
+}
 
 export class ResponseScrubber {
   private values: Buffer[];
@@ -18,11 +38,8 @@ export class ResponseScrubber {
   masked = 0;
 
   constructor(set: SecretSet, private emit: (b: Uint8Array) => void) {
-    this.values = [...set.byName.values()].flatMap((s) => {
-      const raw = Buffer.from(s.value, "utf8");
-      const forms = [raw, Buffer.from(encodeURIComponent(s.value)), Buffer.from(s.value, "utf8").toString("base64").replace(/=+$/, "")].map((f) => Buffer.from(f));
-      return forms.filter((f, i) => f.length >= 4 && forms.findIndex((g) => g.equals(f)) === i);
-    });
+    // Longest first: a form that contains a shorter one is masked whole.
+    this.values = [...set.byName.values()].flatMap((s) => encodedForms(s.value)).sort((a, b) => b.length - a.length);
     this.maxLen = Math.max(0, ...this.values.map((v) => v.length));
   }
 
@@ -31,13 +48,15 @@ export class ResponseScrubber {
     this.timer = undefined;
     if (this.values.length === 0) return this.emit(chunk);
     const b = this.held.length ? Buffer.concat([this.held, chunk]) : Buffer.from(chunk);
-    this.mask(b);
-    // Hold back a tail that is a proper prefix of some value: the next piece may complete it.
+    // Hold back a tail that is a proper prefix of some form (even one that is itself a shorter
+    // form): the next piece may complete the longer one. Only matches starting before it are
+    // masked now, so the output does not depend on where the pieces were cut.
     let hold = 0;
     for (let k = Math.min(this.maxLen - 1, b.length); k > 0 && !hold; k--) {
       const tail = b.subarray(b.length - k);
       if (this.values.some((v) => v.length > k && v.subarray(0, k).equals(tail))) hold = k;
     }
+    this.mask(b, b.length - hold);
     this.held = Buffer.from(b.subarray(b.length - hold));
     if (b.length - hold > 0) this.emit(b.subarray(0, b.length - hold));
     if (hold) this.timer = setTimeout(() => this.end(), SCRUB_FLUSH_MS);
@@ -46,14 +65,18 @@ export class ResponseScrubber {
   end() {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.held.length) this.emit(this.held);
+    if (this.held.length) {
+      this.mask(this.held, this.held.length);
+      this.emit(this.held);
+    }
     this.held = Buffer.alloc(0);
   }
 
-  private mask(b: Buffer) {
+  /** Masks every form found starting before `limit`. */
+  private mask(b: Buffer, limit: number) {
     for (const v of this.values) {
       let i = b.indexOf(v);
-      while (i >= 0) {
+      while (i >= 0 && i < limit) {
         b.fill(MASK, i, i + v.length);
         this.masked++;
         i = b.indexOf(v, i + v.length);
