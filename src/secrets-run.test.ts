@@ -2,12 +2,13 @@
 // curl (HTTP/1.1 and HTTP/2), Python urllib and http.client, and Node fetch in a Debian guest call
 // HTTPS echo servers in a network namespace this test creates. Each case asserts what the server
 // received (its own record of method, target and headers) and what the guest saw: the allowed host
-// gets the real value, every other path (other host, SNI/Host mismatch, absolute-form target,
-// second keep-alive request, HTTP/2 :authority, CONNECT tunnel, Basic auth) gets a 403 and the
-// server never sees the value, and nothing the guest prints holds it (the echo reflecting it back
-// is scrubbed). Afterwards the qemu process's memory (while running) and every file under
-// MSB_HOME (after stopping) are searched for the value, each search first shown to find a marker
-// the guest made itself.
+// gets the real value, every other path (other host, SNI/Host mismatch, an address not resolved
+// for the name, absolute-form target, second keep-alive request, HTTP/2 :authority, CONNECT
+// tunnel, Basic auth) gets a 403 and the server never sees the value, and nothing the guest prints
+// holds it (the echo reflecting it back is scrubbed, also when the guest decodes an echoed Basic
+// credential). UDP to 443 (QUIC) is refused; a query placeholder stays literal without
+// query: true. Afterwards the qemu process's memory (while running) and every file under MSB_HOME
+// (after stopping) are searched for the value, each search shown to find a marker the guest made.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -28,7 +29,7 @@ const OTHER = "other.test";
 function unavailable(): string | undefined {
   const net = netnsUnavailable();
   if (net) return net;
-  if (!Bun.which("grep")) return "needs grep on the host";
+  if (!Bun.which("grep") || !Bun.which("python3")) return "needs grep and python3 on the host";
   const stamp = join(fixtureDir(), "stamp");
   if (!existsSync(join(DEBIAN, "index.json")) || !existsSync(stamp) || Number(readFileSync(stamp, "utf8")) < 2) {
     return `needs the Debian fixture v2 (python3, curl, nodejs) at ${DEBIAN} (bun bench/image-fixture-debian.ts; scripts/setup.sh --test builds it)`;
@@ -43,15 +44,17 @@ const SECRET = randomString(32);
 const sha256 = (s: string) => new Bun.CryptoHasher("sha256").update(s).digest("hex");
 
 /**
- * Every form of the value a leak could take: raw, percent-encoded, and base64 at each of the three
- * alignments (the part of the encoding that depends on the value alone, as inside `user:VALUE`).
+ * Every form of the value a leak could take: raw, percent-encoded, and base64 (and base64url) at each
+ * of the three alignments (the part of the encoding that depends on the value alone, as inside `user:VALUE`).
  */
 function leakForms(value: string): string[] {
   const forms = new Set([value, encodeURIComponent(value)]);
   for (const k of [0, 1, 2]) {
     const bytes = Buffer.concat([Buffer.alloc(k, 0x41), Buffer.from(value)]);
     const enc = bytes.toString("base64");
-    forms.add(enc.slice(k === 0 ? 0 : 4, Math.floor(bytes.length / 3) * 4));
+    const core = enc.slice(k === 0 ? 0 : 4, Math.floor(bytes.length / 3) * 4);
+    forms.add(core);
+    forms.add(core.replaceAll("+", "-").replaceAll("/", "_")); // base64url
   }
   return [...forms].filter((f) => f.length >= 16);
 }
@@ -73,6 +76,8 @@ beforeAll(async () => {
   ns.spawn([bunPath, join(repoRoot, "src", "testnet.ts"), "echo", JSON.stringify({ listen: ns.addresses, port: 443, certPem: cert.certPem, keyPem: cert.keyPem, recordFile })], { env: { ...process.env, MSB_HOME: undefined } });
   const up = await eventually(() => ns!.exec(["python3", "-c", `import socket; socket.create_connection(('${ns!.addresses[1]}', 443), 1)`]).exitCode === 0, 15_000);
   if (!up) throw new Error("the echo server in the test namespace did not start");
+  // UDP echo on 443 (QUIC's port, must be refused) and 7443 (the control: UDP itself works).
+  ns.spawn(["python3", "-c", UDP_ECHO, ns.addresses[0]!], { env: { ...process.env, MSB_HOME: undefined } });
   dns = await startTestDns({ [ALLOWED]: [ns.addresses[0]!], [OTHER]: [ns.addresses[1]!] });
   process.env.MSB_TEST_DNS_UPSTREAM = dns.upstream;
   await importImage(DEBIAN, { tag: IMAGE });
@@ -91,6 +96,24 @@ const received = (path: string): EchoRecord[] => readEchoRecords(recordFile).fil
 const header = (r: EchoRecord | undefined, name: string): string[] => (r?.rawHeaders ?? []).flatMap((v, i) => (i % 2 === 0 && v.toLowerCase() === name ? [r!.rawHeaders[i + 1]!] : []));
 
 const AUTH = `-H "Authorization: Bearer $API_KEY"`;
+
+const UDP_ECHO = `
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], port))
+    while True:
+        d, a = s.recvfrom(2048); s.sendto(b"echo " + d, a)
+for p in (443, 7443): threading.Thread(target=serve, args=(p,)).start()
+`;
+const PY_UDP = `
+import socket
+for port in (443, 7443):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    try:
+        s.connect(("${ALLOWED}", port)); s.send(b"quic-ish"); print("UDP", port, s.recv(2048).decode())
+    except socket.timeout: print("UDP", port, "timeout")
+    except OSError as e: print("UDP", port, "error", e.strerror)
+`;
 const curl = (args: string) => `curl -sS -i --max-time 60 -w '\\nSTATUS %{http_code} VERSION %{http_version}\\n' ${args} 2>&1`;
 
 const PY_URLLIB = (url: string, extra = "") => `
@@ -207,6 +230,11 @@ for b in re.findall(r"Basic ([A-Za-z0-9+/=]+)", text):
   { name: "absolute-form", cmd: curl(`--http1.1 ${AUTH} --request-target https://${OTHER}/c/absolute-form https://${ALLOWED}/`) },
   { name: "h2-authority", cmd: curl(`--http2 ${AUTH} -H 'Host: ${OTHER}' https://${ALLOWED}/c/h2-authority`) },
   { name: "keepalive", cmd: py(PY_KEEPALIVE) },
+  // The right name and SNI, but sent to an address this sandbox never resolved for it.
+  { name: "pin-mismatch", cmd: curl(`--http1.1 ${AUTH} --resolve ${ALLOWED}:443:PIN_ADDRESS https://${ALLOWED}/c/pin-mismatch`) },
+  // A placeholder in the query of an allowed request: substituted only with query: true (not set).
+  { name: "query-literal", cmd: curl(`--http1.1 "https://${ALLOWED}/c/query-literal?key=$API_KEY"`) },
+  { name: "udp-443", cmd: py(PY_UDP) },
   { name: "connect", cmd: py(PY_CONNECT) },
 ];
 
@@ -279,7 +307,7 @@ describe.skipIf(skip !== undefined)(`secrets: real clients in a qemu guest${skip
     } as Parameters<typeof Sandbox.create>[0]);
     env = (await sandbox.shell("echo \"API_KEY=$API_KEY\"; env")).stdout;
     for (const c of CASES) {
-      const r = await sandbox.shell(c.cmd);
+      const r = await sandbox.shell(c.cmd.replace("PIN_ADDRESS", ns!.addresses[1]!));
       out[c.name] = r.stdout + r.stderr;
     }
     // Keep what the clients saw on the guest's disk, too (the disk scan must not find the value there).
@@ -338,7 +366,7 @@ describe.skipIf(skip !== undefined)(`secrets: real clients in a qemu guest${skip
   for (const [c, path] of [
     ["curl-other", "/c/curl-other"], ["curl-h2-other", "/c/curl-h2-other"], ["urllib-other", "/c/urllib-other"],
     ["httpclient-other", "/c/httpclient-other"], ["node-fetch-other", "/c/node-fetch-other"], ["basic-other", "/c/basic-other"],
-    ["sni-host-mismatch", "/c/sni-host-mismatch"], ["absolute-form", "/c/absolute-form"], ["h2-authority", "/c/h2-authority"],
+    ["sni-host-mismatch", "/c/sni-host-mismatch"], ["pin-mismatch", "/c/pin-mismatch"], ["absolute-form", "/c/absolute-form"], ["h2-authority", "/c/h2-authority"],
   ] as const) {
     test(`${c}: blocked with 403 x-msb-blocked; the server never sees the request`, () => {
       expect(received(path)).toEqual([]);
@@ -349,6 +377,22 @@ describe.skipIf(skip !== undefined)(`secrets: real clients in a qemu guest${skip
   }
   test("h2-authority: the guest really spoke HTTP/2", () => {
     expect(out["h2-authority"]).toMatch(/VERSION 2\b/);
+  });
+
+  test("pin-mismatch: refused because the address was not resolved for the name (logged as such)", () => {
+    expect(log).toMatch(/tls: .*blocked: secret API_KEY: destination address was not resolved by this sandbox for api\.allowed\.test/);
+  });
+
+  test("query-literal: without query: true the placeholder in the target is not replaced", () => {
+    const seen = readEchoRecords(recordFile).filter((r) => r.target.startsWith("/c/query-literal?"));
+    expect(seen.map((r) => r.target)).toEqual(["/c/query-literal?key=$MSB_API_KEY"]);
+    expect(leaked(out["query-literal"]!)).toEqual([]);
+  });
+
+  test("UDP to the intercepted port 443 (QUIC) is refused and logged; UDP to 7443 is echoed", () => {
+    expect(out["udp-443"]).toContain("UDP 7443 echo quic-ish");
+    expect(out["udp-443"]).toMatch(/UDP 443 (timeout|error)/);
+    expect(log).toContain(`denied udp ${ns!.addresses[0]}:443 by TLS interception`);
   });
 
   test("keep-alive: the first request gets the value, the second on the same connection to another Host is blocked", () => {
