@@ -64,7 +64,7 @@ step "single binary dist/msb"
 "$bun" scripts/build.ts
 
 if $testing; then
-  step "test fixture: Debian bookworm with python3 as an OCI image (cached; first time ~3 min)"
+  step "test fixture: Debian bookworm with python3, curl and nodejs as an OCI image (cached; first time ~3 min)"
   "$bun" bench/image-fixture-debian.ts
 fi
 
