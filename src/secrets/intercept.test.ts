@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as tls from "node:tls";
 import { GUEST_IP, type Rig, startRig, waitForResult } from "./harness.ts";
+import { hostTrustStore, upstreamTrust } from "./intercept.ts";
 import type { Secret } from "./substitute.ts";
 
 const TOKEN = "sk-live-REALTOKEN-7c1d0a";
@@ -238,5 +243,37 @@ req.end();`;
     expect(rig.results.length).toBeGreaterThan(10);
     const all = JSON.stringify({ logs: rig.logs, results: rig.results });
     for (const v of VALUES) expect(all.includes(v)).toBe(false);
+  });
+});
+
+describe("upstream trust", () => {
+  const verify = (context: ReturnType<typeof upstreamTrust>) =>
+    new Promise<string>((resolve) => {
+      const s = tls.connect({ host: "127.0.0.1", port: rig.port, servername: "api.test", secureContext: context });
+      s.on("secureConnect", () => { resolve(s.authorized ? "verified" : "not verified"); s.destroy(); });
+      s.on("error", (e) => resolve(e.message));
+    });
+
+  test("a CA in the host's bundle (SSL_CERT_FILE) is trusted upstream without extraCa; without it the upstream is refused", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "msb-trust-"));
+    const bundle = join(dir, "bundle.crt");
+    writeFileSync(bundle, `# a host bundle\n${tls.rootCertificates[0]}\n${rig.upstreamCaPem}\n`);
+    expect(hostTrustStore({ SSL_CERT_FILE: bundle }).length).toBe(2);
+    // A missing SSL_CERT_FILE falls back to the distro bundle paths.
+    expect(hostTrustStore({ SSL_CERT_FILE: join(dir, "missing") })).toEqual(hostTrustStore({}));
+    const saved = process.env.SSL_CERT_FILE;
+    process.env.SSL_CERT_FILE = bundle;
+    try {
+      expect(await verify(upstreamTrust({ ...rig.policy, extraCa: [] }))).toBe("verified");
+    } finally {
+      if (saved === undefined) delete process.env.SSL_CERT_FILE;
+      else process.env.SSL_CERT_FILE = saved;
+    }
+    const withoutHostCa = { ...rig.policy, extraCa: [] };
+    const context = upstreamTrust(withoutHostCa);
+    expect(await verify(context)).toMatch(/unable to verify|self.signed|certificate/i);
+    // One context per policy: built once, reused by every connection.
+    expect(upstreamTrust(withoutHostCa)).toBe(context);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -3,6 +3,7 @@
 // CA, opens its own verified TLS connection upstream, and passes the guest's requests through
 // the HTTP/1 rewriter that puts secret values in. The netstack calls interceptTls per flow.
 
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
@@ -20,7 +21,7 @@ export interface InterceptPolicy {
   issuer: LeafIssuer;
   /** Server names ("host" or "*.domain") relayed opaquely: no interception, no substitution. */
   bypass?: readonly string[];
-  /** PEM CA certificates trusted upstream in addition to the host's store (tls.rootCertificates). */
+  /** PEM CA certificates trusted upstream in addition to the host's store (see `upstreamTrust`). */
   extraCa?: readonly string[];
   /**
    * DNS pinning: true when `ip` was returned by this sandbox's resolver for `name`. Without it no
@@ -55,6 +56,41 @@ export interface InterceptResult {
   stop?: Stop;
   /** What went wrong with the flow itself (bad ClientHello, upstream failure). */
   error?: string;
+}
+
+/** Where the host keeps its CA bundle (OpenSSL's SSL_CERT_FILE first, then the usual distro paths). */
+const HOST_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/** The host's own CA bundle as PEM blocks (CAs an administrator installed, e.g. a corporate root); empty if none. */
+export function hostTrustStore(env: Record<string, string | undefined> = process.env): string[] {
+  for (const path of [env.SSL_CERT_FILE, ...HOST_BUNDLES]) {
+    if (!path) continue;
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      continue;
+    }
+    return text.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  }
+  return [];
+}
+
+const trustByPolicy = new WeakMap<InterceptPolicy, tls.SecureContext>();
+
+/**
+ * What upstream certificates are verified against: the runtime's bundled roots, the host's
+ * bundle and the policy's extra CAs. Built once per policy: a secure context parses every
+ * certificate (~8 ms for the bundled roots alone), which per connection would be paid on each
+ * new upstream connection.
+ */
+export function upstreamTrust(policy: InterceptPolicy): tls.SecureContext {
+  let context = trustByPolicy.get(policy);
+  if (!context) {
+    context = tls.createSecureContext({ ca: [...tls.rootCertificates, ...hostTrustStore(), ...(policy.extraCa ?? [])] });
+    trustByPolicy.set(policy, context);
+  }
+  return context;
 }
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -105,7 +141,7 @@ export async function interceptTls(guest: Duplex, dest: Destination, policy: Int
     host: dest.ip,
     port: dest.port,
     servername: isIP(serverName) ? undefined : serverName,
-    ca: [...tls.rootCertificates, ...(policy.extraCa ?? [])],
+    secureContext: upstreamTrust(policy),
     ALPNProtocols: wantH2 ? ["h2", "http/1.1"] : ["http/1.1"],
   });
   up.on("error", () => {}); // reported through the handlers below; never unhandled
