@@ -8,9 +8,9 @@ const home = useTempHome();
 afterAll(() => removeHome(home));
 
 /** A running `msb mcp` with a request/response helper keyed by id. */
-function startServer() {
-  const child = Bun.spawn([join(repoRoot, "dist", "msb"), "mcp"], {
-    env: { ...process.env, MSB_HOME: home, MSB_BACKEND: "qemu" },
+function startServer(flags: string[] = [], env: Record<string, string> = {}) {
+  const child = Bun.spawn([join(repoRoot, "dist", "msb"), "mcp", ...flags], {
+    env: { ...process.env, MSB_HOME: home, MSB_BACKEND: "qemu", ...env },
     stdin: "pipe",
     stdout: "pipe",
     stderr: "pipe",
@@ -134,5 +134,39 @@ describe("msb mcp", () => {
     server.child.kill("SIGKILL");
     await server.child.exited;
     expect(await eventually(() => processesOf(home).length === 0 && leftoverSandboxes(home).length === 0, 30_000)).toBe(true);
+  });
+
+  test("--secret: the agent's sandboxes get the placeholder, and nothing the agent reads holds the value", async () => {
+    const value = `mcp-${crypto.randomUUID()}`;
+    const server = startServer(["--secret", "MCP_TEST_KEY@api.example.com"], { MCP_TEST_KEY: value });
+    const seen: string[] = [];
+    const call = async (tool: string, args: unknown) => {
+      const result = await server.call(tool, args);
+      seen.push(JSON.stringify(result));
+      return result;
+    };
+    await server.request("initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "test", version: "1" } });
+    const tools = (await server.request("tools/list")).result as { tools: { name: string; description: string }[] };
+    expect(tools.tools.find((t) => t.name === "sandbox_create")!.description).toContain("$MSB_NAME placeholders");
+    expect((await call("sandbox_create", { name: "secret-box" })).structuredContent).toEqual({ name: "secret-box" });
+    const env = await call("sandbox_exec", { name: "secret-box", command: "echo $MCP_TEST_KEY; env | grep -c MCP_TEST_KEY" });
+    expect(env.structuredContent).toMatchObject({ exitCode: 0, stdout: "$MSB_MCP_TEST_KEY\n1\n" });
+    const list = await call("sandbox_list", {});
+    expect(list.isError).toBeUndefined();
+    await call("sandbox_remove", { name: "secret-box", force: true });
+    for (const text of seen) expect(text).not.toContain(value);
+    server.child.stdin.end();
+    expect(await server.child.exited).toBe(0);
+  }, 120_000);
+
+  test("--secret naming an unset variable fails at start, saying which", async () => {
+    const child = Bun.spawn([join(repoRoot, "dist", "msb"), "mcp", "--secret", "MCP_UNSET_KEY@api.example.com"], {
+      env: { ...process.env, MSB_HOME: home },
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    expect(await child.exited).not.toBe(0);
+    expect(await new Response(child.stderr).text()).toContain("$MCP_UNSET_KEY is not set");
   });
 });

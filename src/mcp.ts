@@ -5,6 +5,7 @@
 
 import { z } from "zod";
 import { MsbError } from "./errors";
+import type { SandboxOptions } from "./config";
 import { Sandbox } from "./sandbox";
 import { VERSION } from "./version";
 import { serveJsonLines } from "./jsonlines";
@@ -22,7 +23,7 @@ const name = z.string().min(1).describe("Sandbox name");
 const tools = {
   sandbox_create: {
     description:
-      "Create and start a sandbox (a microVM). Returns its name. It stops when this MCP server exits unless keep is true; unnamed ones are then removed.",
+      "Create and start a sandbox (a microVM). Returns its name. It stops when this MCP server exits unless keep is true; unnamed ones are then removed. Secrets the server was started with appear in its environment as $MSB_NAME placeholders, replaced with the real value only in HTTPS requests to the hosts each secret allows.",
     input: z
       .object({
         image: z.string().min(1).optional().describe("OCI image, e.g. python:3.12-slim (default: a small busybox root)"),
@@ -98,6 +99,13 @@ function clip(value: string): string {
 export class McpServer {
   /** Sandboxes this server holds open, by name. */
   private readonly open = new Map<string, Sandbox>();
+
+  /**
+   * `preset`: options every sandbox this server creates gets, chosen by whoever started the
+   * server and out of the agent's reach — secrets above all: the agent sees only their names, the
+   * guest only placeholders.
+   */
+  constructor(private readonly preset: Pick<SandboxOptions, "secrets" | "tls"> = {}) {}
 
   listTools() {
     return Object.entries(tools).map(([toolName, tool]) => ({
@@ -181,6 +189,7 @@ export class McpServer {
           env: a.env,
           network: a.network,
           detached: a.keep ?? false,
+          ...this.preset,
         });
         this.open.set(sandbox.name, sandbox);
         return text(`created sandbox ${sandbox.name}`, false, { name: sandbox.name });
@@ -249,8 +258,8 @@ export class McpServer {
 }
 
 /** Serves MCP on stdin/stdout until stdin ends. Diagnostics go to stderr, never stdout. */
-export async function serveStdio(): Promise<void> {
-  const server = new McpServer();
+export async function serveStdio(preset: Pick<SandboxOptions, "secrets" | "tls"> = {}): Promise<void> {
+  const server = new McpServer(preset);
   const write = (message: object): void => void process.stdout.write(`${JSON.stringify(message)}\n`);
   await serveJsonLines(Bun.stdin.stream(), {
     maxLineBytes: MAX_MESSAGE_BYTES,
