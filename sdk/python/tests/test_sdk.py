@@ -155,6 +155,18 @@ class LifecycleTest(unittest.TestCase):
             sandbox.remove()
             self.assertEqual(client.list(), [])
 
+    def test_secrets_reach_the_guest_only_as_placeholders(self):
+        value = "py-" + os.urandom(12).hex()
+        with msb.Client(binary=BINARY, env=self.env) as client:
+            with client.create(memory_mib=256, secrets=[{"name": "PY_KEY", "value": value, "allow": ["api.example.com"]}]) as sandbox:
+                result = sandbox.exec('echo "$PY_KEY"; echo "$NODE_EXTRA_CA_CERTS"')
+                self.assertEqual(result.stdout_text, "$MSB_PY_KEY\n/etc/msb/ca.pem\n")
+                self.assertNotIn(value.encode(), result.stdout)
+            with self.assertRaises(msb.MsbError) as raised:
+                client.create(memory_mib=256, secrets=[{"name": "PY_KEY", "value": "bad\nvalue", "allow": ["api.example.com"]}])
+            self.assertIn("PY_KEY", str(raised.exception))
+            self.assertNotIn("bad\nvalue", str(raised.exception))
+
     def test_context_manager_removes_an_unnamed_sandbox(self):
         with msb.Client(binary=BINARY, env=self.env) as client:
             with client.create(memory_mib=256) as sandbox:
