@@ -64,3 +64,17 @@ describe("base64 at any alignment (an echoed Basic credential is base64 of user:
     });
   }
 });
+
+test("JSON-escaped echoes are masked, with '/' escaped or not", () => {
+  const value = 'k/"quoted"\\back/slash';
+  const one = new SecretSet([{ name: "K", value, allow: ["a.test"] }]);
+  for (const body of [JSON.stringify({ auth: value }), JSON.stringify({ auth: value }).replaceAll("/", "\\/")]) {
+    const got: Buffer[] = [];
+    const s = new ResponseScrubber(one, (b) => got.push(Buffer.from(b)));
+    s.push(Buffer.from(body));
+    s.end();
+    const out = Buffer.concat(got).toString();
+    expect(out.length).toBe(body.length);
+    expect(out).toMatch(/^\{"auth":"\*+"\}$/);
+  }
+});

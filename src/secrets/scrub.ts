@@ -10,7 +10,8 @@ export const SCRUB_FLUSH_MS = 20;
 const MASK = 0x2a; // '*'
 
 /**
- * The byte strings a value shows up as in an echo: raw, percent-encoded, and base64/base64url.
+ * The byte strings a value shows up as in an echo: raw, percent-encoded, JSON-escaped, and
+ * base64/base64url.
  * Inside a longer encoded string (Basic credentials are base64 of `user:VALUE`) the value can
  * start at any offset modulo 3, so for each alignment the characters that encode only the value's
  * own whole 3-byte groups are a form too; masking them leaves at most 2 bytes at each end of the
@@ -18,7 +19,9 @@ const MASK = 0x2a; // '*'
  */
 export function encodedForms(value: string): Buffer[] {
   const raw = Buffer.from(value, "utf8");
-  const forms = [raw, Buffer.from(encodeURIComponent(value))];
+  // Echoes often come back as JSON: quotes and backslashes escaped, and '/' as '\/' in PHP's style.
+  const json = JSON.stringify(value).slice(1, -1);
+  const forms = [raw, Buffer.from(encodeURIComponent(value)), Buffer.from(json), Buffer.from(json.replaceAll("/", "\\/"))];
   for (const alphabet of ["base64", "base64url"] as const) {
     forms.push(Buffer.from(raw.toString(alphabet).replace(/=+$/, "")));
     for (let shift = 0; shift < 3; shift++) {
