@@ -114,3 +114,12 @@ test("guestConfig matches the options; bad options are refused with the reason",
   expect(() => new NetStack({ guestIPv4: "10.0.2.300/24" })).toThrow(/not a dotted quad/);
   expect(() => new NetStack({ publishedPorts: ["x:80"] })).toThrow(/published port "x:80"/);
 });
+
+test("resolvedFor: host aliases map to host loopback; other names only through this stack's DNS answers", () => {
+  const stack = new NetStack({ hostAliases: ["host.msb.internal", "db.local"] });
+  expect(stack.resolvedFor("host.msb.internal", "127.0.0.1")).toBe(true);
+  expect(stack.resolvedFor("DB.local.", "::1")).toBe(true);
+  expect(stack.resolvedFor("host.msb.internal", "44.44.44.44")).toBe(false);
+  expect(stack.resolvedFor("api.example.com", "127.0.0.1")).toBe(false);
+  expect(stack.resolvedFor("api.example.com", "not an address")).toBe(false);
+});

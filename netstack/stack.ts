@@ -235,9 +235,12 @@ export class NetStack {
   /** The guest-side settings matching this stack, for the agent to apply at boot. */
   /** DNS pinning, for the TLS relay: true while this sandbox's resolver answer maps `name` to `ip`. */
   resolvedFor(name: string, ip: string): boolean {
+    const wanted = name.toLowerCase().replace(/\.$/, "");
+    // The stack answers its host aliases itself (with the gateway, whose flows are dialled on host loopback).
+    if ((ip === "127.0.0.1" || ip === "::1") && this.hostAliases.some((alias) => alias.toLowerCase() === wanted)) return true;
     let bytes: Uint8Array;
     try { bytes = parseIp(ip); } catch { return false; }
-    return this.pins.names(bytes).includes(name.toLowerCase().replace(/\.$/, ""));
+    return this.pins.names(bytes).includes(wanted);
   }
 
   guestConfig(): GuestNetConfig {
