@@ -3,7 +3,7 @@
 // a stopped sandbox. Bounded: output beyond a per-command cap is counted, not stored, and the
 // file is rotated once it grows past a limit.
 
-import { existsSync, readFileSync, renameSync, statSync } from "node:fs";
+import { existsSync, renameSync, statSync } from "node:fs";
 import type { FileSink } from "bun";
 
 /** Output bytes stored per command; `msb logs` says how much more there was. */
@@ -97,19 +97,3 @@ function now(): string {
   return new Date().toISOString();
 }
 
-/** The entries of a sandbox's exec log, the rotated generation first; bad lines are skipped. */
-export function readExecLog(path: string): ExecLogEntry[] {
-  const entries: ExecLogEntry[] = [];
-  for (const file of [`${path}.1`, path]) {
-    if (!existsSync(file)) continue;
-    for (const line of readFileSync(file, "utf8").split("\n")) {
-      if (!line) continue;
-      try {
-        entries.push(JSON.parse(line) as ExecLogEntry);
-      } catch {
-        // A line cut short by a crash.
-      }
-    }
-  }
-  return entries;
-}

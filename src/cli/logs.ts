@@ -2,11 +2,11 @@
 // supervisor's log — merged by time, filtered by --since/--tail, followed with -f. Works on
 // stopped sandboxes: the logs live in the sandbox's directory until it is removed.
 
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { defineCommand, type ArgsDef } from "citty";
 import { MsbError } from "../errors";
-import { readExecLog } from "../exec-log";
+import type { ExecLogEntry } from "../exec-log";
 import { isLive } from "../lifecycle";
 import { sandboxDir } from "../paths";
 import { findSandbox, getSandboxRecord } from "../state";
@@ -23,45 +23,140 @@ export interface LogLine {
   text: string;
 }
 
-/** The sandbox's log lines from the chosen sources, oldest first. */
-export function readLogs(name: string, sources: readonly LogSource[]): LogLine[] {
+/** Turns one line of a source's file into a log line (null: nothing to show). */
+type LineParser = (line: string) => LogLine | null;
+
+function execParser(): LineParser {
+  return (line) => {
+    let entry: ExecLogEntry;
+    try {
+      entry = JSON.parse(line) as ExecLogEntry;
+    } catch {
+      return null; // a line cut short by a crash
+    }
+    const time = Date.parse(entry.t);
+    if (entry.event === "output") return { time, source: "exec", stream: entry.fd, text: entry.data };
+    if (entry.event === "truncated") return { time, source: "exec", stream: "stderr", text: `[msb: ${entry.bytes} more bytes of output were not logged]\n` };
+    return null;
+  };
+}
+
+function supervisorParser(): LineParser {
+  return (line) => {
+    const stamp = /^(\d{4}-\d\d-\d\dT[\d:.]+Z) /.exec(line);
+    return { time: stamp ? Date.parse(stamp[1]!) : 0, source: "supervisor", stream: "stdout", text: `${line}\n` };
+  };
+}
+
+/** Kernel lines carry seconds since boot; the boot began about when the sandbox started. */
+function consoleParser(name: string): LineParser {
   const record = getSandboxRecord(name);
+  const boot = Date.parse(record.startedAt ?? record.createdAt);
+  let last = boot;
+  return (line) => {
+    const uptime = /^\[\s*(\d+\.\d+)\]/.exec(line);
+    if (uptime) last = boot + Number(uptime[1]) * 1000;
+    return { time: last, source: "console", stream: "stdout", text: `${line}\n` };
+  };
+}
+
+/** Each chosen source's file (the exec log rotates once, to `.1`) and its line parser. */
+function sourceFiles(name: string, sources: readonly LogSource[]): Array<{ path: string; parse: LineParser }> {
   const dir = sandboxDir(name);
-  const lines: LogLine[] = [];
-  if (sources.includes("exec")) {
-    for (const entry of readExecLog(join(dir, "exec.log"))) {
-      const time = Date.parse(entry.t);
-      if (entry.event === "output") {
-        lines.push({ time, source: "exec", stream: entry.fd, text: entry.data });
-      } else if (entry.event === "truncated") {
-        lines.push({ time, source: "exec", stream: "stderr", text: `[msb: ${entry.bytes} more bytes of output were not logged]\n` });
-      }
-    }
-  }
-  if (sources.includes("supervisor")) {
-    for (const line of readLines(join(dir, "supervisor.log"))) {
-      const stamp = /^(\d{4}-\d\d-\d\dT[\d:.]+Z) /.exec(line);
-      lines.push({ time: stamp ? Date.parse(stamp[1]!) : 0, source: "supervisor", stream: "stdout", text: `${line}\n` });
-    }
-  }
-  if (sources.includes("console")) {
-    // Kernel lines carry seconds since boot; the boot began about when the sandbox started.
-    const boot = Date.parse(record.startedAt ?? record.createdAt);
-    let last = boot;
-    for (const line of readLines(join(dir, "console.log"))) {
-      const uptime = /^\[\s*(\d+\.\d+)\]/.exec(line);
-      if (uptime) last = boot + Number(uptime[1]) * 1000;
-      lines.push({ time: last, source: "console", stream: "stdout", text: `${line}\n` });
-    }
-  }
+  const files: Array<{ path: string; parse: LineParser }> = [];
+  if (sources.includes("exec")) files.push({ path: join(dir, "exec.log"), parse: execParser() });
+  if (sources.includes("supervisor")) files.push({ path: join(dir, "supervisor.log"), parse: supervisorParser() });
+  if (sources.includes("console")) files.push({ path: join(dir, "console.log"), parse: consoleParser(name) });
+  return files;
+}
+
+function byTime(lines: LogLine[]): LogLine[] {
   // A stable sort keeps each source's own order among equal times.
   return lines.sort((a, b) => a.time - b.time);
 }
 
-function readLines(path: string): string[] {
-  if (!existsSync(path)) return [];
-  const text = readFileSync(path, "utf8");
-  return text ? text.replace(/\n$/, "").split("\n") : [];
+type SourceTail = { tail: LogFileTail; parse: LineParser };
+
+/** A tail per chosen source, at the start of its files. */
+function openTails(name: string, sources: readonly LogSource[]): SourceTail[] {
+  return sourceFiles(name, sources).map(({ path, parse }) => ({ tail: new LogFileTail(path), parse }));
+}
+
+/** What the tails have gained since the last call, merged by time. */
+function drain(tails: SourceTail[]): LogLine[] {
+  const lines: LogLine[] = [];
+  for (const { tail, parse } of tails) {
+    for (const text of tail.poll()) {
+      const line = text ? parse(text) : null;
+      if (line) lines.push(line);
+    }
+  }
+  return byTime(lines);
+}
+
+/**
+ * Reads one log file incrementally: each `poll` reads only the bytes added since the last and
+ * returns the complete lines among them. It starts at the rotated generation (`.1`) if there is
+ * one, and follows a rotation (a new file under the name, the old one now `.1`): the rest of the
+ * old file first, then the new one from its start.
+ */
+export class LogFileTail {
+  private inode = -1;
+  private offset = 0;
+  private partial = "";
+  private readonly decoder = new TextDecoder();
+
+  constructor(private readonly path: string) {
+    const start = statOrNull(`${path}.1`) ?? statOrNull(path);
+    if (start) this.inode = start.ino;
+  }
+
+  poll(): string[] {
+    const now = statOrNull(this.path);
+    if (!now) return [];
+    const lines: string[] = [];
+    if (now.ino !== this.inode) {
+      const rotated = statOrNull(`${this.path}.1`);
+      if (this.inode !== -1 && rotated?.ino === this.inode) lines.push(...this.take(`${this.path}.1`, rotated.size));
+      this.inode = now.ino;
+      this.offset = 0;
+      this.partial = "";
+    } else if (now.size < this.offset) {
+      this.offset = 0; // truncated
+      this.partial = "";
+    }
+    lines.push(...this.take(this.path, now.size));
+    return lines;
+  }
+
+  private take(path: string, size: number): string[] {
+    if (size <= this.offset) return [];
+    const bytes = new Uint8Array(size - this.offset);
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
+    } catch {
+      return [];
+    }
+    try {
+      const n = readSync(fd, bytes, 0, bytes.length, this.offset);
+      this.offset += n;
+      const pieces = (this.partial + this.decoder.decode(bytes.subarray(0, n), { stream: true })).split("\n");
+      this.partial = pieces.pop()!;
+      return pieces;
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+function statOrNull(path: string): { ino: number; size: number } | null {
+  try {
+    const s = statSync(path);
+    return { ino: s.ino, size: s.size };
+  } catch {
+    return null;
+  }
 }
 
 /** --since: an ISO time, or a duration meaning that long ago (10m, 2h). */
@@ -132,20 +227,18 @@ export const logs = defineCommand({
     const tail = args.tail === undefined ? undefined : Number(args.tail);
     if (tail !== undefined && !(Number.isInteger(tail) && tail >= 0)) throw new MsbError("usage", `--tail expects a whole number, got "${args.tail}"`);
     const tags = sources.length > 1;
-    let lines = readLogs(name!, sources).filter((line) => since === undefined || line.time >= since);
+    const tails = openTails(name!, sources);
+    let lines = drain(tails).filter((line) => since === undefined || line.time >= since);
     if (tail !== undefined) lines = tailLines(lines, tail);
     for (const line of lines) print(line, Boolean(args.timestamps), tags);
     if (!args.follow) return;
 
-    // Follow: re-read and print what is new, until the sandbox is no longer live.
-    let seen = readLogs(name!, sources).length;
+    // Follow: print what each file gains, until the sandbox is no longer live (then once more).
     for (;;) {
       const record = findSandbox(name!);
-      const current = record ? readLogs(name!, sources) : [];
-      for (const line of current.slice(seen)) print(line, Boolean(args.timestamps), tags);
-      seen = Math.max(seen, current.length);
+      for (const line of drain(tails)) print(line, Boolean(args.timestamps), tags);
       if (!record || !isLive(record)) return;
-      await Bun.sleep(250);
+      await Bun.sleep(200);
     }
   },
 });
