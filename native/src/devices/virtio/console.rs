@@ -207,43 +207,18 @@ impl VirtioDevice for Console {
 
 #[cfg(test)]
 mod tests {
-    use super::super::queue::testing::Driver;
+    use super::super::queue::testing::{post, queues, Driver};
     use super::super::queue::*;
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-
-    fn queues(m: &GuestMemory) -> Vec<Queue> {
-        (0..6u64)
-            .map(|i| {
-                let mut q = Queue::new(8);
-                q.size = 8;
-                q.desc_table = 0x10000 + i * 0x4000;
-                q.avail_ring = q.desc_table + 0x1000;
-                q.used_ring = q.desc_table + 0x2000;
-                q.ready = q.is_valid(m);
-                q
-            })
-            .collect()
-    }
-
-    fn post(m: &GuestMemory, q: &Queue, avail: &mut u16, desc: u16, addr: u64, len: u32, flags: u16) {
-        let at = q.desc_table + 16 * desc as u64;
-        m.write_u64(at, addr).unwrap();
-        m.write_u32(at + 8, len).unwrap();
-        m.write_u16(at + 12, flags).unwrap();
-        m.write_u16(at + 14, 0).unwrap();
-        m.write_u16(q.avail_ring + 4 + 2 * (*avail % q.size) as u64, desc).unwrap();
-        *avail += 1;
-        m.write_u16(q.avail_ring + 2, *avail).unwrap();
-    }
 
     #[test]
     fn announces_the_named_port_and_relays_bytes_both_ways() {
         let m = GuestMemory::new(1 << 20).unwrap();
         let (a, mut host) = UnixStream::pair().unwrap();
         let mut c = Console::new("agent", HostStream::new(Some(a)));
-        let mut qs = queues(&m);
+        let mut qs = queues(&m, 6);
         let mut av = [0u16; 6];
         for i in 0..4u16 {
             let q = qs[Q_CTRL_RX].clone();
@@ -292,7 +267,7 @@ mod tests {
         let (a, host) = UnixStream::pair().unwrap();
         drop(host);
         let mut c = Console::new("agent", HostStream::new(Some(a)));
-        let mut qs = queues(&m);
+        let mut qs = queues(&m, 6);
         let mut av = [0u16; 6];
         m.write(0x60000, b"data").unwrap();
         let q = qs[Q_PORT1_TX].clone();

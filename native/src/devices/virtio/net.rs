@@ -167,42 +167,18 @@ impl VirtioDevice for Net {
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue::testing::{post, queues};
     use super::super::queue::*;
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-
-    fn queues(m: &GuestMemory) -> Vec<Queue> {
-        (0..2u64)
-            .map(|i| {
-                let mut q = Queue::new(8);
-                q.size = 8;
-                q.desc_table = 0x10000 + i * 0x4000;
-                q.avail_ring = q.desc_table + 0x1000;
-                q.used_ring = q.desc_table + 0x2000;
-                q.ready = q.is_valid(m);
-                q
-            })
-            .collect()
-    }
-
-    fn post(m: &GuestMemory, q: &Queue, avail: &mut u16, desc: u16, addr: u64, len: u32, flags: u16) {
-        let at = q.desc_table + 16 * desc as u64;
-        m.write_u64(at, addr).unwrap();
-        m.write_u32(at + 8, len).unwrap();
-        m.write_u16(at + 12, flags).unwrap();
-        m.write_u16(at + 14, 0).unwrap();
-        m.write_u16(q.avail_ring + 4 + 2 * (*avail % q.size) as u64, desc).unwrap();
-        *avail += 1;
-        m.write_u16(q.avail_ring + 2, *avail).unwrap();
-    }
 
     #[test]
     fn frames_cross_in_both_directions_with_length_prefix() {
         let m = GuestMemory::new(1 << 20).unwrap();
         let (a, mut host) = UnixStream::pair().unwrap();
         let mut n = Net::new(HostStream::new(Some(a)), DEFAULT_MAC);
-        let mut qs = queues(&m);
+        let mut qs = queues(&m, 2);
         let (mut rx_av, mut tx_av) = (0u16, 0u16);
         let frame: Vec<u8> = (0..60u8).collect();
         m.write(0x40000, &[0u8; NET_HDR_LEN]).unwrap();
@@ -235,7 +211,7 @@ mod tests {
         let (a, mut host) = UnixStream::pair().unwrap();
         host.set_nonblocking(true).unwrap();
         let mut n = Net::new(HostStream::new(Some(a)), DEFAULT_MAC);
-        let mut qs = queues(&m);
+        let mut qs = queues(&m, 2);
         let (mut rx_av, mut tx_av) = (0u16, 0u16);
         // TX: header only, and a frame larger than MAX_FRAME spread over two descriptors.
         let q = qs[Q_TX].clone();

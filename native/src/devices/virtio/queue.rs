@@ -234,6 +234,34 @@ impl Queue {
 pub mod testing {
     use super::*;
 
+    /// `count` ready queues of 8 descriptors, each with its rings in its own 16 KiB of `mem`
+    /// from 0x10000 (for devices with several queues; `Driver` drives a single one).
+    pub fn queues(mem: &GuestMemory, count: u64) -> Vec<Queue> {
+        (0..count)
+            .map(|i| {
+                let mut q = Queue::new(8);
+                q.size = 8;
+                q.desc_table = 0x10000 + i * 0x4000;
+                q.avail_ring = q.desc_table + 0x1000;
+                q.used_ring = q.desc_table + 0x2000;
+                q.ready = q.is_valid(mem);
+                q
+            })
+            .collect()
+    }
+
+    /// Puts one descriptor `desc` (no chain) in `q` and makes it available, as a driver would.
+    pub fn post(mem: &GuestMemory, q: &Queue, avail: &mut u16, desc: u16, addr: u64, len: u32, flags: u16) {
+        let at = q.desc_table + 16 * desc as u64;
+        mem.write_u64(at, addr).unwrap();
+        mem.write_u32(at + 8, len).unwrap();
+        mem.write_u16(at + 12, flags).unwrap();
+        mem.write_u16(at + 14, 0).unwrap();
+        mem.write_u16(q.avail_ring + 4 + 2 * (*avail % q.size) as u64, desc).unwrap();
+        *avail += 1;
+        mem.write_u16(q.avail_ring + 2, *avail).unwrap();
+    }
+
     pub struct Driver {
         pub q: Queue,
         pub avail_idx: u16,
