@@ -212,6 +212,30 @@ func TestRuntimeDiesLeavingPipeHolder(t *testing.T) {
 	c.Close()
 }
 
+func TestSecrets(t *testing.T) {
+	c := start(t)
+	defer c.Close()
+	value := fmt.Sprintf("go-%d-secret", time.Now().UnixNano())
+	sb, err := c.Create(within(t, 180*time.Second), SandboxOptions{MemoryMiB: 256,
+		Secrets: []Secret{{Name: "GO_KEY", Value: value, Allow: []string{"api.example.com"}}}})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	defer sb.Remove(context.Background(), true)
+	r, err := sb.Exec(within(t, 60*time.Second), []string{"sh", "-c", `echo "$GO_KEY"; echo "$SSL_CERT_FILE"`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Stdout) != "$MSB_GO_KEY\n/etc/ssl/certs/ca-certificates.crt\n" || bytes.Contains(r.Stdout, []byte(value)) {
+		t.Errorf("guest saw %q", r.Stdout)
+	}
+	_, err = c.Create(within(t, 60*time.Second), SandboxOptions{MemoryMiB: 256,
+		Secrets: []Secret{{Name: "GO_KEY", Value: "bad\nvalue", Allow: []string{"api.example.com"}}}})
+	if err == nil || !strings.Contains(err.Error(), "GO_KEY") || strings.Contains(err.Error(), "bad\nvalue") {
+		t.Errorf("a bad value: got %v, want an error naming GO_KEY without the value", err)
+	}
+}
+
 func TestSandbox(t *testing.T) {
 	c := start(t)
 	closed := false

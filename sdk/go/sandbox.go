@@ -49,6 +49,8 @@ type SandboxOptions struct {
 	Backend string `json:"backend,omitempty"`
 	// Volumes as src/volumes.ts describes them (objects or strings), passed through as JSON.
 	Volumes []any `json:"volumes,omitempty"`
+	// Secrets the guest sees only as placeholders (see Secret).
+	Secrets []Secret `json:"secrets,omitempty"`
 	// Extra options by their JSON name, for options this struct does not name; they override
 	// the fields above.
 	Extra map[string]any `json:"-"`
@@ -67,6 +69,18 @@ func (o SandboxOptions) wire() (map[string]any, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// Secret is a value the guest never holds: its environment has Name=$MSB_<Name>, and the runtime
+// puts Value into HTTPS requests (headers and Basic auth; the URL with Query, the body with Body)
+// only toward the Allow hosts ("api.example.com", or "*.example.com" for subdomains). Value is
+// kept in the sandbox's supervisor's memory only, never on disk.
+type Secret struct {
+	Name  string   `json:"name"`
+	Value string   `json:"value,omitempty"`
+	Allow []string `json:"allow"`
+	Query bool     `json:"query,omitempty"`
+	Body  bool     `json:"body,omitempty"`
 }
 
 // Sandbox is a handle on a running sandbox reached through a Client.
