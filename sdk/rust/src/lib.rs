@@ -24,7 +24,7 @@ pub use client::{Client, ClientOptions, PROTOCOL};
 pub use error::{Error, Result};
 pub use json::Value;
 pub use process::{ExitStatus, Process, ProcessOutput};
-pub use sandbox::{DirEntry, ExecOptions, ExecResult, FileStat, Sandbox, SandboxInfo, SandboxOptions};
+pub use sandbox::{DirEntry, ExecOptions, ExecResult, FileStat, Sandbox, SandboxInfo, SandboxOptions, Secret};
 
 #[cfg(test)]
 mod tests {

@@ -40,9 +40,24 @@ pub struct SandboxOptions {
     pub detached: bool,
     /// "qemu" or "native"; default: msb's choice (`MSB_BACKEND`).
     pub backend: Option<String>,
+    /// Secrets the guest sees only as placeholders (see `Secret`).
+    pub secrets: Vec<Secret>,
     /// Any other option of src/config.ts by its JSON name (e.g. "volumes", "hostname"); these
     /// are sent as given and override the fields above.
     pub extra: Vec<(String, Value)>,
+}
+
+/// A value the guest never holds: its environment has `NAME=$MSB_NAME`, and msb puts `value` into
+/// HTTPS requests (headers and Basic auth; the URL with `query`, the body with `body`) only toward
+/// the `allow` hosts ("api.example.com", or "*.example.com" for subdomains). The value is kept in
+/// the sandbox's supervisor's memory only, never on disk.
+#[derive(Debug, Clone, Default)]
+pub struct Secret {
+    pub name: String,
+    pub value: String,
+    pub allow: Vec<String>,
+    pub query: bool,
+    pub body: bool,
 }
 
 impl SandboxOptions {
@@ -94,6 +109,18 @@ impl SandboxOptions {
         }
         if let Some(v) = &self.backend {
             put("backend", v.as_str().into());
+        }
+        if !self.secrets.is_empty() {
+            let secret = |s: &Secret| {
+                Value::object([
+                    ("name", s.name.as_str().into()),
+                    ("value", s.value.as_str().into()),
+                    ("allow", strings(&s.allow)),
+                    ("query", s.query.into()),
+                    ("body", s.body.into()),
+                ])
+            };
+            put("secrets", Value::Array(self.secrets.iter().map(secret).collect()));
         }
         for (key, value) in &self.extra {
             pairs.retain(|(k, _)| k != key);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use msb::{Client, ClientOptions, Error, ExecOptions, SandboxOptions, Value};
+use msb::{Client, ClientOptions, Error, ExecOptions, SandboxOptions, Secret, Value};
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
@@ -345,6 +345,23 @@ fn sandbox_end_to_end() {
         assert!(matches!(client.get(&name), Err(Error::SandboxNotFound { .. })));
         assert!(matches!(sandbox.exec(&["true"], &ExecOptions::default()), Err(Error::SandboxNotFound { .. })));
     }
+    home.assert_nothing_left();
+}
+
+#[test]
+fn secrets_reach_the_guest_only_as_placeholders() {
+    let binary = require_msb!();
+    let home = TempHome::new("secrets");
+    let client = Client::start(home.options(&binary)).expect("msb api starts");
+    let value = format!("rust-{}-secret", std::process::id());
+    let secret = |value: &str| Secret { name: "RUST_KEY".into(), value: value.into(), allow: vec!["api.example.com".into()], ..Default::default() };
+    let sandbox = client.create(&SandboxOptions { memory_mib: Some(256), secrets: vec![secret(&value)], ..Default::default() }).expect("create");
+    let result = sandbox.exec(&["sh", "-c", "echo \"$RUST_KEY\"; echo \"$REQUESTS_CA_BUNDLE\""], &ExecOptions::default()).expect("exec");
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "$MSB_RUST_KEY\n/etc/ssl/certs/ca-certificates.crt\n");
+    let bad = client.create(&SandboxOptions { memory_mib: Some(256), secrets: vec![secret("bad\nvalue")], ..Default::default() });
+    let message = format!("{}", bad.expect_err("a value with a newline is refused"));
+    assert!(message.contains("RUST_KEY") && !message.contains("bad\nvalue"), "{message}");
+    drop(client);
     home.assert_nothing_left();
 }
 
