@@ -232,7 +232,6 @@ export class NetStack {
 
   get stats(): InterfaceStats { return this.iface.stats; }
 
-  /** The guest-side settings matching this stack, for the agent to apply at boot. */
   /** DNS pinning, for the TLS relay: true while this sandbox's resolver answer maps `name` to `ip`. */
   resolvedFor(name: string, ip: string): boolean {
     const wanted = name.toLowerCase().replace(/\.$/, "");
@@ -243,6 +242,7 @@ export class NetStack {
     return this.pins.names(bytes).includes(wanted);
   }
 
+  /** The guest-side settings matching this stack, for the agent to apply at boot. */
   guestConfig(): GuestNetConfig {
     const c = this.iface.cfg;
     const v6 = this.ipv6Enabled;

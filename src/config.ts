@@ -134,4 +134,3 @@ export function parseSandboxOptions(options: SandboxOptions = {}): SandboxConfig
 export function tlsIntercepted(config: SandboxConfig): boolean {
   return config.tls.intercept ?? config.secrets.length > 0;
 }
-

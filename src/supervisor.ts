@@ -36,6 +36,7 @@ import { ExecLog } from "./exec-log";
 import { commandFor } from "./image";
 import { KILL_SIGNAL, removeSockets } from "./lifecycle";
 import { MsbError } from "./errors";
+import { serveJsonLines } from "./jsonlines";
 import { compilePolicy, NetStack, testResolverFromEnv, type Closable, type CompiledPolicy, type NetStackOptions } from "../netstack";
 import { tlsIntercepted } from "./config";
 import { loadOrCreateCa } from "./secrets/ca";
@@ -777,10 +778,10 @@ export async function runSupervisor(name: string): Promise<never> {
     });
   }
   process.on(KILL_SIGNAL, () => supervisor.kill("killed (msb kill)"));
-  const creator = new CreatorPipe();
+  const creator = readCreatorPipe();
   let timings: BootTimings;
   try {
-    if (record.config.secrets.length > 0) supervisor.useSecretValues(await creator.secretValues());
+    if (record.config.secrets.length > 0) supervisor.useSecretValues(await creator.secretValues);
     const backend = selectBackend(record.config.backend);
     timings = await supervisor.boot(backend);
     supervisor.listenControl();
@@ -812,7 +813,7 @@ export async function runSupervisor(name: string): Promise<never> {
     if (argv.length > 0) supervisor.runMainCommand(argv);
   }
   if (!record.config.detached) {
-    creator.untilClosed().then(() => {
+    creator.closed.then(() => {
       if (!supervisor.released) void supervisor.shutdown("its creator exited");
     });
   }
@@ -832,49 +833,38 @@ export async function runSupervisor(name: string): Promise<never> {
 }
 
 /**
- * Our stdin, the creator's pipe: it carries one JSON line of secret values first (when the sandbox
- * has secrets), and an attached sandbox's creator holds it open, so end of file means it exited.
+ * Our stdin, the creator's pipe, read as JSON lines: the first line carries the secret values
+ * (when the sandbox has secrets), and an attached sandbox's creator holds the pipe open, so its end
+ * means the creator exited.
  */
-class CreatorPipe {
-  private readonly reader = Bun.stdin.stream().getReader();
-  private buffered = new Uint8Array(0);
-
-  /** The `{"secrets":{NAME:value}}` line; values never leave this process's memory. */
-  async secretValues(): Promise<Record<string, unknown>> {
-    for (;;) {
-      const newline = this.buffered.indexOf(10);
-      if (newline >= 0) {
-        const line = this.buffered.subarray(0, newline);
-        this.buffered = this.buffered.slice(newline + 1);
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(new TextDecoder().decode(line));
-        } catch {
-          parsed = undefined;
-        }
-        line.fill(0);
-        const secrets = (parsed as { secrets?: unknown } | undefined)?.secrets;
-        if (typeof secrets !== "object" || secrets === null) throw new MsbError("secret_missing", "the creator sent no readable secret values");
-        return secrets as Record<string, unknown>;
+function readCreatorPipe(): { secretValues: Promise<Record<string, unknown>>; closed: Promise<void> } {
+  let deliver!: (values: Record<string, unknown>) => void;
+  let fail!: (error: MsbError) => void;
+  const secretValues = new Promise<Record<string, unknown>>((resolve, reject) => {
+    deliver = resolve;
+    fail = reject;
+  });
+  // Without secrets nobody waits for them: the end of the pipe must not be an unhandled rejection.
+  secretValues.catch(() => {});
+  let first = true;
+  const closed = serveJsonLines(Bun.stdin.stream(), {
+    maxLineBytes: 1 << 20,
+    onTooLong: () => fail(new MsbError("secret_missing", "the creator's secret values exceed 1 MiB")),
+    onLine: async (line) => {
+      if (!first) return; // the creator writes nothing after the secret values
+      first = false;
+      let secrets: unknown;
+      try {
+        secrets = (JSON.parse(line) as { secrets?: unknown }).secrets;
+      } catch {
+        secrets = undefined;
       }
-      if (this.buffered.length > 1 << 20) throw new MsbError("secret_missing", "the creator's secret values exceed 1 MiB");
-      const { value, done } = await this.reader.read();
-      if (done) throw new MsbError("secret_missing", "the creator closed its pipe before sending the secret values");
-      const joined = new Uint8Array(this.buffered.length + value.length);
-      joined.set(this.buffered);
-      joined.set(value, this.buffered.length);
-      this.buffered = joined;
-    }
-  }
-
-  /** Resolves when the creator's end closes (any further bytes are ignored). */
-  async untilClosed(): Promise<void> {
-    try {
-      while (!(await this.reader.read()).done) {
-        // The creator writes nothing after the secret values.
-      }
-    } catch {
-      // A read error means the same as EOF here.
-    }
-  }
+      if (typeof secrets === "object" && secrets !== null) deliver(secrets as Record<string, unknown>);
+      else fail(new MsbError("secret_missing", "the creator sent no readable secret values"));
+    },
+  })
+    // A read error means the same as the end of the pipe here.
+    .catch(() => {})
+    .then(() => fail(new MsbError("secret_missing", "the creator closed its pipe before sending the secret values")));
+  return { secretValues, closed };
 }

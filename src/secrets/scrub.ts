@@ -32,6 +32,18 @@ export function encodedForms(value: string): Buffer[] {
   return forms.filter((f, i) => f.length >= 4 && forms.findIndex((g) => g.equals(f)) === i);
 }
 
+const formsBySet = new WeakMap<SecretSet, Buffer[]>();
+
+/** Every form of every value in `set`, longest first (a form containing a shorter one is masked whole); made once per set, not per flow or stream. */
+function formsOf(set: SecretSet): Buffer[] {
+  let forms = formsBySet.get(set);
+  if (!forms) {
+    forms = [...set.byName.values()].flatMap((s) => encodedForms(s.value)).sort((a, b) => b.length - a.length);
+    formsBySet.set(set, forms);
+  }
+  return forms;
+}
+
 export class ResponseScrubber {
   private values: Buffer[];
   private maxLen: number;
@@ -41,8 +53,7 @@ export class ResponseScrubber {
   masked = 0;
 
   constructor(set: SecretSet, private emit: (b: Uint8Array) => void) {
-    // Longest first: a form that contains a shorter one is masked whole.
-    this.values = [...set.byName.values()].flatMap((s) => encodedForms(s.value)).sort((a, b) => b.length - a.length);
+    this.values = formsOf(set);
     this.maxLen = Math.max(0, ...this.values.map((v) => v.length));
   }
 
